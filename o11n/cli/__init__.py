@@ -1,0 +1,1 @@
+"""The `o11n` command."""

@@ -1,0 +1,88 @@
+"""The `o11n` command: the scheduler, jobs, tenants and workers."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from o11n import __version__
+from o11n.cli import admin, jobs
+from o11n.errors import O11nError, Unavailable
+
+app = typer.Typer(
+    name="o11n",
+    help="o11n: CI and build orchestration on a shared pool of machines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(admin.tenants, name="tenants")
+app.add_typer(admin.workers, name="workers")
+app.command("submit", context_settings={"allow_interspersed_args": False})(jobs.submit)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    server: str = typer.Option(None, envvar="O11N_SERVER", help="Scheduler URL."),
+    token: str = typer.Option(None, envvar="O11N_TOKEN", help="API token."),
+) -> None:
+    """Submit and watch jobs, run the scheduler, manage tenants and workers."""
+    ctx.obj = {"server": server, "token": token}
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    print(__version__)
+
+
+@app.command()
+def server(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8787, help="Port to listen on (0: any free port)."),
+    data: Path = typer.Option(None, envvar="O11N_DATA", help="Data folder [default: ./.o11n]."),
+    db: str = typer.Option(None, help="postgresql://... to use PostgreSQL instead of SQLite."),
+    lease_seconds: float = typer.Option(30.0, min=0.2, help="Lease length of an attempt."),
+    log_level: str = typer.Option("warning", help="debug, info, warning or error."),
+) -> None:
+    """Run the scheduler."""
+    from o11n.scheduler.server import ServerConfig, data_dir_default, serve
+
+    config = ServerConfig(data or data_dir_default(), host, port, db, lease_seconds, log_level)
+
+    def ready(url: str, _token: str) -> None:
+        token_file = config.data_dir / "admin-token"
+        print(f"o11n scheduler listening on {url}", flush=True)
+        print(f"admin token: in {token_file} (or $O11N_ADMIN_TOKEN)", flush=True)
+
+    serve(config, ready)
+
+
+def main() -> None:
+    """Entry point: runs the command; errors are one line on stderr (exit 2 for bad input)."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(prog_name="o11n", standalone_mode=False)
+    except typer.Abort:
+        print("o11n: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.TyperException as exc:  # usage errors and bad options
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            print(ctx.get_help(), file=sys.stderr)
+        else:
+            print(f"o11n: error: {exc.format_message()}", file=sys.stderr)  # type: ignore[attr-defined]
+        sys.exit(getattr(exc, "exit_code", 2))
+    except Unavailable as exc:
+        print(f"o11n: error: {exc.message}", file=sys.stderr)
+        sys.exit(1)
+    except O11nError as exc:
+        print(f"o11n: error: {exc.message}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)

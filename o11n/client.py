@@ -1,0 +1,288 @@
+"""The o11n SDK: a typed client of the scheduler's HTTP and WebSocket API, with retries.
+
+    from o11n.client import Client
+    with Client("http://127.0.0.1:8787", token) as o11n:
+        job_id = o11n.submit({"command": ["make", "test"], "tags": {"arch": "x86_64"}})
+        for message in o11n.watch(job_id):
+            print(message)
+
+Calls that are safe to repeat (reads, and submits, which carry an idempotency
+key) are retried with exponential back-off and jitter when the scheduler cannot
+be reached or answers 502/503/504, so a scheduler restart is a pause, not an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.exceptions import ConnectionClosedError, InvalidStatus
+from websockets.sync.client import connect
+
+from o11n.core.jobs import Event, Job, JobSpec
+from o11n.core.states import JobState
+from o11n.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    LeaseExpired,
+    NotFound,
+    O11nError,
+    Unauthorized,
+    Unavailable,
+)
+
+DEFAULT_SERVER = "http://127.0.0.1:8787"
+RETRY_STATUS = {502, 503, 504}
+ERRORS: dict[int, type[O11nError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    422: BadRequest,
+    503: Unavailable,
+}
+
+
+class APIError(O11nError):
+    """An error answer from the scheduler; `status` is the HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+def _raise_for(response: httpx.Response) -> None:
+    try:
+        error = response.json()["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        code, message = "http_error", f"HTTP {response.status_code}: {response.text[:200]}"
+    base = LeaseExpired if code == "lease_expired" else ERRORS.get(response.status_code, O11nError)
+    raise type(base.__name__, (APIError, base), {})(response.status_code, code, message)
+
+
+def default_token() -> str | None:
+    """$O11N_TOKEN, else the admin token of a local scheduler in $O11N_DATA (./.o11n)."""
+    token = os.environ.get("O11N_TOKEN")
+    if token:
+        return token
+    path = Path(os.environ.get("O11N_DATA", ".o11n")) / "admin-token"
+    return path.read_text().strip() if path.exists() else None
+
+
+class Client:
+    """A connection to one scheduler."""
+
+    def __init__(
+        self,
+        server: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        retries: int = 8,
+        backoff: float = 0.1,
+        max_backoff: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.server = (server or os.environ.get("O11N_SERVER") or DEFAULT_SERVER).rstrip("/")
+        self.token = token if token is not None else default_token()
+        self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
+        self._sleep, self._jitter = sleep, jitter
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Any = None,
+        retry: bool = True,
+        timeout: float | None = None,
+    ) -> Any:
+        """One API call; retried with back-off when `retry` and the scheduler is unreachable."""
+        attempt = 0
+        content = json.dumps(body) if body is not None else None
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        extra = {"timeout": timeout} if timeout is not None else {}
+        while True:
+            try:
+                response = self._http.request(
+                    method, path, content=content, params=params, headers=headers, **extra
+                )
+                if response.status_code not in RETRY_STATUS or not retry:
+                    break
+                failure = f"HTTP {response.status_code}"
+            except httpx.TransportError as exc:
+                if not retry:
+                    raise Unavailable(
+                        f"cannot reach the scheduler at {self.server}: {exc}"
+                    ) from exc
+                failure = str(exc) or type(exc).__name__
+            attempt += 1
+            if attempt > self.retries:
+                raise Unavailable(f"cannot reach the scheduler at {self.server}: {failure}")
+            self._sleep(self.delay(attempt))
+        if response.status_code >= 400:
+            _raise_for(response)
+        return response.json() if response.content else None
+
+    def delay(self, attempt: int) -> float:
+        """Back-off before retry number `attempt`: exponential, capped, with full jitter."""
+        return self._jitter() * min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+
+    # -- jobs -------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec | Mapping[str, Any]) -> int:
+        """Submit a job; returns its id once it is durably stored."""
+        return self.submit_many([spec])[0]
+
+    def submit_many(self, specs: Sequence[JobSpec | Mapping[str, Any]]) -> list[int]:
+        """Submit jobs in one commit (up to 1,000); returns their ids in order."""
+        bodies = [_with_key(spec) for spec in specs]
+        if len(bodies) == 1:
+            return [int(self.request("POST", "/api/v1/jobs", body=bodies[0])["id"])]
+        answer = self.request("POST", "/api/v1/jobs/batch", body={"jobs": bodies})
+        return [int(job["id"]) for job in answer["jobs"]]
+
+    def get(self, job_id: int) -> Job:
+        """One job with its attempts."""
+        return Job.model_validate(self.request("GET", f"/api/v1/jobs/{job_id}"))
+
+    def jobs(
+        self,
+        *,
+        states: Sequence[str] = (),
+        tenant: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """One page of jobs, newest first, and the cursor of the next page."""
+        params: dict[str, Any] = {"state": list(states), "limit": limit}
+        params["tag"] = [f"{k}={v}" for k, v in (tags or {}).items()]
+        params["label"] = [f"{k}={v}" for k, v in (labels or {}).items()]
+        if tenant:
+            params["tenant"] = tenant
+        if cursor:
+            params["cursor"] = cursor
+        page = self.request("GET", "/api/v1/jobs", params=params)
+        return [Job.model_validate(j) for j in page["jobs"]], page["next_cursor"]
+
+    def cancel(self, job_id: int) -> JobState:
+        """Cancel a job; returns its state (cancelled)."""
+        answer = self.request("POST", f"/api/v1/jobs/{job_id}/cancel", retry=False)
+        return JobState(answer["state"])
+
+    def events(self, job_id: int, after: int = 0) -> list[Event]:
+        """A job's events after event id `after`."""
+        page = self.request("GET", f"/api/v1/jobs/{job_id}/events", params={"after": after})
+        return [Event.model_validate(e) for e in page["events"]]
+
+    def logs(self, job_id: int, after: tuple[int, int] = (0, -1)) -> dict[str, Any]:
+        """A page of a job's log chunks after (attempt, seq)."""
+        params = {"after_attempt": after[0], "after_seq": after[1]}
+        page: dict[str, Any] = self.request("GET", f"/api/v1/jobs/{job_id}/logs", params=params)
+        return page
+
+    def watch(self, job_id: int, since: int = 0, logs: bool = True) -> Iterator[dict[str, Any]]:
+        """A job's events and log chunks as they happen, until its final event.
+
+        Reconnects (resuming after the last event seen) when the connection drops.
+        """
+        failures, log_after = 0, (0, -1)
+        while True:
+            url = self._ws_url(
+                f"/api/v1/jobs/{job_id}/watch",
+                since=since,
+                logs=logs,
+                log_attempt=log_after[0],
+                log_seq=log_after[1],
+            )
+            try:
+                with connect(url, additional_headers=self._ws_headers(), open_timeout=10) as ws:
+                    for raw in ws:
+                        message = json.loads(raw)
+                        failures = 0
+                        if message["type"] == "error":
+                            raise APIError(404, message["code"], message["message"])
+                        if message["type"] == "end":
+                            return
+                        if message["type"] == "event":
+                            since = message["id"]
+                        logs = (logs and message["type"] != "event") or logs
+                        yield message
+            except (OSError, ConnectionClosedError, InvalidStatus, TimeoutError) as exc:
+                failures += 1
+                if failures > self.retries:
+                    raise Unavailable(f"lost the watch on job {job_id}: {exc}") from exc
+                self._sleep(self.delay(failures))
+
+    def _ws_url(self, path: str, **params: Any) -> str:
+        query = str(
+            httpx.QueryParams(
+                {k: str(v).lower() if isinstance(v, bool) else v for k, v in params.items()}
+            )
+        )
+        return self.server.replace("http", "ws", 1) + path + "?" + query
+
+    def _ws_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    # -- tenants and workers ----------------------------------------------------
+
+    def create_tenant(self, name: str, weight: float = 1.0) -> dict[str, Any]:
+        """Create a tenant (admin); the answer holds its token, shown only now."""
+        body = {"name": name, "weight": weight}
+        tenant: dict[str, Any] = self.request("POST", "/api/v1/tenants", body=body, retry=False)
+        return tenant
+
+    def tenants(self) -> list[dict[str, Any]]:
+        """Tenants with weights and queued jobs."""
+        return list(self.request("GET", "/api/v1/tenants")["tenants"])
+
+    def worker_token(self) -> str:
+        """Issue a worker token (admin)."""
+        return str(self.request("POST", "/api/v1/workers/tokens", retry=False)["token"])
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Registered workers."""
+        return list(self.request("GET", "/api/v1/workers")["workers"])
+
+    def drain(self, name: str) -> dict[str, Any]:
+        """Stop giving a worker new work."""
+        worker: dict[str, Any] = self.request("POST", f"/api/v1/workers/{name}/drain")
+        return worker
+
+
+def _with_key(spec: JobSpec | Mapping[str, Any]) -> dict[str, Any]:
+    """A submit body with an idempotency key, so that a retried submit is stored once."""
+    body = (
+        spec.model_dump(mode="json", exclude_none=True) if isinstance(spec, JobSpec) else dict(spec)
+    )
+    body.setdefault("idempotency_key", uuid.uuid4().hex)
+    return body

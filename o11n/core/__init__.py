@@ -1,0 +1,1 @@
+"""The pure domain of o11n: no I/O, no asyncio, no database."""

@@ -1,0 +1,195 @@
+"""What a job is: the spec a user submits and the record o11n keeps, with their limits."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from o11n.core.states import JobState
+from o11n.core.units import parse_duration, parse_size
+from o11n.errors import BadRequest
+
+MAX_COMMAND_BYTES = 128 * 1024
+MAX_ENV_BYTES = 128 * 1024
+MAX_ENV_VARS = 256
+MAX_TAGS = 32
+MAX_LABELS = 32
+MAX_TIMEOUT_S = 7 * 86400
+DEFAULT_TIMEOUT_S = 3600.0
+
+TagKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")]
+TagValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-/:+@]{1,255}$")]
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+FailureKind = Literal["lost", "timeout", "failure", "error"]
+
+
+def _as_value_error(parse: Any) -> Any:
+    def validate(value: Any) -> Any:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            try:
+                return parse(value)
+            except BadRequest as exc:
+                raise ValueError(exc.message) from None
+        return value
+
+    return validate
+
+
+Size = Annotated[
+    int,
+    BeforeValidator(_as_value_error(parse_size)),
+    Field(ge=0, le=2**50),
+    WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string"}]}),
+]
+Seconds = Annotated[
+    float,
+    BeforeValidator(_as_value_error(parse_duration)),
+    WithJsonSchema({"anyOf": [{"type": "number", "minimum": 0}, {"type": "string"}]}),
+]
+
+
+class Model(BaseModel):
+    """Base of o11n's records: unknown fields are errors, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Resources(Model):
+    """What a job needs of a worker: cores, bytes of memory, GPUs."""
+
+    cpu: float = Field(1.0, ge=0, le=4096)
+    memory: Size = 0
+    gpu: int = Field(0, ge=0, le=64)
+
+    def key(self) -> tuple[float, int, int]:
+        """A hashable form, part of a job's requirement signature."""
+        return (self.cpu, self.memory, self.gpu)
+
+
+class RetryPolicy(Model):
+    """How often a job may run, and which failures earn it another attempt."""
+
+    max_attempts: int = Field(3, ge=1, le=100)
+    when: list[FailureKind] = Field(default_factory=lambda: ["lost"], max_length=4)
+    exit_codes: list[Annotated[int, Field(ge=0, le=255)]] = Field(
+        default_factory=list, max_length=64
+    )
+
+    def retries(self, kind: FailureKind, exit_code: int | None) -> bool:
+        """True when an attempt that ended this way may be followed by another."""
+        if kind == "failure" and exit_code is not None and exit_code in self.exit_codes:
+            return True
+        return kind in self.when
+
+
+class JobSpec(Model):
+    """A job as submitted: what to run, where it may run, and how to treat failures."""
+
+    command: (
+        list[Annotated[str, StringConstraints(max_length=MAX_COMMAND_BYTES)]]
+        | Annotated[str, StringConstraints(min_length=1, max_length=MAX_COMMAND_BYTES)]
+    ) = Field(description="An argv list, or a shell script run under `sh -e`.")
+    name: Name | None = None
+    tenant: Name | None = Field(None, description="Only an admin may submit for another tenant.")
+    env: dict[EnvName, Annotated[str, StringConstraints(max_length=32768)]] = Field(
+        default_factory=dict, max_length=MAX_ENV_VARS
+    )
+    tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=MAX_TAGS)
+    resources: Resources = Field(default_factory=Resources)
+    priority: int = Field(0, ge=-1000, le=1000)
+    timeout: Seconds = DEFAULT_TIMEOUT_S
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    labels: dict[TagKey, Annotated[str, StringConstraints(max_length=255)]] = Field(
+        default_factory=dict, max_length=MAX_LABELS
+    )
+    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
+        None, description="Submitting the same key twice returns the first job."
+    )
+
+    @field_validator("command")
+    @classmethod
+    def _command_size(cls, command: list[str] | str) -> list[str] | str:
+        if isinstance(command, list):
+            if not command or not command[0]:
+                raise ValueError("command must name a program")
+            if sum(len(part) for part in command) > MAX_COMMAND_BYTES:
+                raise ValueError(f"command is longer than {MAX_COMMAND_BYTES} bytes")
+        return command
+
+    @field_validator("env")
+    @classmethod
+    def _env_size(cls, env: dict[str, str]) -> dict[str, str]:
+        if sum(len(k) + len(v) for k, v in env.items()) > MAX_ENV_BYTES:
+            raise ValueError(f"env is larger than {MAX_ENV_BYTES} bytes")
+        return env
+
+    @model_validator(mode="after")
+    def _timeout_bounds(self) -> JobSpec:
+        if not 0 < self.timeout <= MAX_TIMEOUT_S:
+            raise ValueError(f"timeout must be between 0 and {MAX_TIMEOUT_S:.0f} seconds")
+        return self
+
+    def display_name(self) -> str:
+        """The name given, or the program's name."""
+        if self.name:
+            return self.name
+        if isinstance(self.command, list):
+            return self.command[0][:200]
+        return self.command.strip().split(None, 1)[0][:200] if self.command.strip() else "script"
+
+
+class Attempt(Model):
+    """One run of a job on one worker, under one lease."""
+
+    number: int
+    worker: str
+    state: Literal["assigned", "running", "ended"]
+    lease_expires_at: float | None = None
+    assigned_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    outcome: Literal["succeeded", "lost", "timeout", "failure", "error", "cancelled"] | None = None
+    reason: str | None = None
+
+
+class Job(JobSpec):
+    """A job as o11n records it."""
+
+    id: int
+    name: Name
+    tenant: Name
+    state: JobState
+    attempt: int = Field(0, description="The number of the current or last attempt.")
+    attempts: list[Attempt] = Field(default_factory=list)
+    exit_code: int | None = None
+    reason: str | None = None
+    created_at: float
+    updated_at: float
+    finished_at: float | None = None
+
+
+class Event(Model):
+    """One change of a job, as the append-only event log keeps it."""
+
+    id: int
+    job_id: int
+    tenant: str
+    at: float
+    state: JobState
+    previous: JobState | None = None
+    attempt: int = 0
+    worker: str | None = None
+    reason: str | None = None

@@ -1,0 +1,1 @@
+"""The scheduler service: dispatch, leases, the HTTP/WebSocket API, events and metrics."""

@@ -1,0 +1,193 @@
+"""Request and response bodies of the HTTP API (jobs themselves are in core.jobs)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from o11n.core.jobs import Event, Job, JobSpec, Model, Size, TagKey, TagValue
+from o11n.core.states import JobState
+
+MAX_BATCH = 1000
+MAX_LOG_CHUNK = 1024 * 1024
+WorkerName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-@:]{0,199}$")]
+TenantName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$")]
+LeaseId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class ErrorDetail(Model):
+    code: str
+    message: str
+
+
+class ErrorBody(Model):
+    """Every 4xx and 5xx answer."""
+
+    error: ErrorDetail
+
+
+class SubmitBatch(Model):
+    jobs: list[JobSpec] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class Submitted(Model):
+    id: int
+    created: bool = Field(description="False when the idempotency key named an earlier job.")
+
+
+class SubmittedBatch(Model):
+    jobs: list[Submitted]
+
+
+class JobPage(Model):
+    jobs: list[Job]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
+
+
+class CancelResult(Model):
+    id: int
+    state: JobState
+
+
+class EventPage(Model):
+    events: list[Event]
+
+
+class LogChunkOut(Model):
+    attempt: int
+    seq: int
+    stream: Literal["stdout", "stderr"]
+    at: float
+    data: str
+
+
+class LogPage(Model):
+    chunks: list[LogChunkOut]
+    next_attempt: int
+    next_seq: int
+
+
+class TenantIn(Model):
+    name: TenantName
+    weight: float = Field(1.0, gt=0, le=1000)
+
+
+class TenantOut(Model):
+    name: str
+    weight: float
+    created_at: float
+    queued: int = 0
+    token: str | None = Field(None, description="Shown once, when the tenant is created.")
+
+
+class TenantList(Model):
+    tenants: list[TenantOut]
+
+
+class TokenOut(Model):
+    token: str
+
+
+class WorkerIn(Model):
+    name: WorkerName
+    tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=64)
+    cpu: float = Field(gt=0, le=4096)
+    memory: Size
+    gpu: int = Field(0, ge=0, le=64)
+
+
+class Registered(Model):
+    name: str
+    lease_seconds: float
+    heartbeat_seconds: float
+
+
+class LeaseIn(Model):
+    max_jobs: int = Field(1, ge=1, le=256)
+    wait: float = Field(20.0, ge=0, le=60, description="Seconds to wait for work.")
+
+
+class GrantOut(Model):
+    id: int
+    tenant: str
+    name: str
+    attempt: int
+    lease_id: str
+    lease_expires_at: float
+    spec: JobSpec
+
+
+class LeaseOut(Model):
+    jobs: list[GrantOut]
+
+
+class HeldAttempt(Model):
+    job_id: int
+    attempt: int = Field(ge=1)
+    lease_id: LeaseId
+
+
+class HeartbeatIn(Model):
+    attempts: list[HeldAttempt] = Field(default_factory=list, max_length=4096)
+
+
+class HeartbeatOut(Model):
+    stop: list[int] = Field(description="Jobs to stop: cancelled, or their lease is gone.")
+    drain: bool
+
+
+class StartIn(Model):
+    lease_id: LeaseId
+    started_at: float | None = None
+
+
+class ResultIn(Model):
+    lease_id: LeaseId
+    exit_code: int | None = Field(None, ge=-255, le=255)
+    signal: int | None = Field(None, ge=1, le=64)
+    kind: Literal["failure", "timeout", "error"] | None = Field(
+        None, description="Leave empty to judge by the exit code."
+    )
+    reason: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    started_at: float | None = None
+
+
+class ResultOut(Model):
+    state: JobState
+
+
+class LogChunkIn(Model):
+    seq: int = Field(ge=0)
+    stream: Literal["stdout", "stderr"] = "stdout"
+    data: Annotated[str, StringConstraints(max_length=MAX_LOG_CHUNK)]
+
+
+class LogAppend(Model):
+    lease_id: LeaseId
+    chunks: list[LogChunkIn] = Field(min_length=1, max_length=64)
+
+
+class LogAppended(Model):
+    stored: int
+
+
+class WorkerOut(Model):
+    name: str
+    tags: dict[str, str]
+    capacity: dict[str, float]
+    free: dict[str, float]
+    running: list[int]
+    last_seen: float
+    online: bool
+    draining: bool
+
+
+class WorkerList(Model):
+    workers: list[WorkerOut]
+
+
+class Health(Model):
+    status: Literal["ok"]
+    queued: int
+    leased: int

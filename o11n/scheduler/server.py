@@ -1,0 +1,84 @@
+"""Running the scheduler: open the store, build the app, serve it with uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from o11n.scheduler.app import create_app
+from o11n.scheduler.auth import admin_token
+from o11n.scheduler.service import Scheduler
+from o11n.store.database import Database, engine_url
+
+DEFAULT_PORT = 8787
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How to run a scheduler."""
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    db: str | None = None
+    lease_seconds: float = 30.0
+    log_level: str = "warning"
+
+
+def data_dir_default() -> Path:
+    """$O11N_DATA, or ./.o11n."""
+    return Path(os.environ.get("O11N_DATA", ".o11n"))
+
+
+def serve(config: ServerConfig, on_ready: Callable[[str, str], None] | None = None) -> None:
+    """Run the scheduler until SIGINT or SIGTERM."""
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    token = admin_token(config.data_dir)
+    db = Database(engine_url(config.db, config.data_dir))
+    scheduler = Scheduler(db, token, lease_seconds=config.lease_seconds)
+    app = create_app(scheduler)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=config.port,
+            loop="uvloop",
+            http="httptools",
+            ws="websockets-sansio",
+            log_level=config.log_level,
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
+    )
+    try:
+        asyncio.run(_serve(server, config, token, on_ready))
+    finally:
+        db.close()
+
+
+async def _serve(
+    server: uvicorn.Server,
+    config: ServerConfig,
+    token: str,
+    on_ready: Callable[[str, str], None] | None,
+) -> None:
+    task = asyncio.create_task(server.serve())
+    while not server.started and not task.done():
+        await asyncio.sleep(0.02)
+    if server.started and on_ready is not None:
+        on_ready(f"http://{config.host}:{server_port(server, config)}", token)
+    await task
+
+
+def server_port(server: uvicorn.Server, config: ServerConfig) -> int:
+    """The port actually bound (for --port 0)."""
+    for srv in server.servers:
+        for sock in srv.sockets:
+            return int(sock.getsockname()[1])
+    return config.port

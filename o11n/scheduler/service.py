@@ -1,0 +1,471 @@
+"""The scheduler: the one place where jobs are queued, matched, leased and ended.
+
+Every decision is taken on one event loop, so a job can never be handed out
+twice; every change is committed to the store before anyone hears of it; and
+memory (the queue index, the lease book) is rebuilt from the store at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from o11n.core.jobs import Event, Job, JobSpec
+from o11n.core.leases import Lease, LeaseBook
+from o11n.core.matching import Match, QueueIndex, ResourceKey, Tags, as_tags, subtract
+from o11n.core.retry import Outcome, after_attempt, classify_exit
+from o11n.core.states import JobState, transition
+from o11n.errors import Conflict, LeaseExpired, NotFound
+from o11n.scheduler.auth import TENANT, WORKER, Principal, TokenBook, hash_token, new_token
+from o11n.scheduler.hub import EventHub
+from o11n.scheduler.metrics import LEASE_EXPIRED, Metrics
+from o11n.store.accounts import AccountStore, TenantRow, TokenRow
+from o11n.store.database import Database
+from o11n.store.jobs import AttemptEnd, JobFilter, JobStore, Submitted
+from o11n.store.logs import LogChunk, LogStore
+
+log = logging.getLogger(__name__)
+DEFAULT_TENANT = "default"
+
+
+@dataclass(slots=True)
+class WorkerState:
+    """A registered worker as the scheduler sees it."""
+
+    name: str
+    tags: Tags
+    capacity: ResourceKey
+    registered_at: float
+    last_seen: float
+    draining: bool = False
+    reserved: ResourceKey = (0.0, 0, 0)  # taken off the index, not yet committed
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A job handed to a worker, with what it needs to run and to report."""
+
+    id: int
+    tenant: str
+    name: str
+    attempt: int
+    lease_id: str
+    lease_expires_at: float
+    spec: JobSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """How an attempt ended, as a worker reports it."""
+
+    exit_code: int | None
+    signal: int | None = None
+    kind: str | None = None  # failure | timeout | error, or None to judge by the exit code
+    reason: str | None = None
+    started_at: float | None = None
+
+
+class Scheduler:
+    """Queues, matches, leases and ends jobs; owns the in-memory index and lease book."""
+
+    def __init__(
+        self,
+        db: Database,
+        admin_token: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        lease_seconds: float = 30.0,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.jobs = JobStore(db)
+        self.logs = LogStore(db)
+        self.accounts = AccountStore(db)
+        self.index = QueueIndex()
+        self.leases = LeaseBook(clock, lease_seconds)
+        self.tokens = TokenBook(admin_token)
+        self.hub = EventHub()
+        self.metrics = Metrics(self.index.counts_by_tenant)
+        self.hub.listen(self.metrics.on_event)
+        self.workers: dict[str, WorkerState] = {}
+        self.tenants: dict[str, TenantRow] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    # -- life cycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Rebuild memory from the store and start the lease reaper."""
+        for token in self.db.read_now(self.accounts.tokens):
+            self.tokens.add(token)
+        for tenant in self.db.read_now(self.accounts.tenants):
+            self._know_tenant(tenant)
+        if DEFAULT_TENANT not in self.tenants:
+            await self.create_tenant(DEFAULT_TENANT, 1.0, with_token=False)
+        for job in self.db.read_now(self.jobs.active):
+            if job.state is JobState.QUEUED:
+                self._enqueue(job.id, job.tenant, job.spec)
+            elif job.worker and job.lease_id:
+                lease = Lease(job.id, job.attempt, job.lease_id, job.worker, job.tenant, job.spec)
+                lease.running = job.state is JobState.RUNNING
+                self.leases.grant(lease)  # its worker has one lease period to report back
+        self.metrics.load_counts(self.db.read_now(self.jobs.count_by_state))
+        self._reaper = asyncio.create_task(self._reap_forever())
+
+    async def stop(self) -> None:
+        """Stop the reaper and release long-polling workers."""
+        if self._reaper:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        for worker in self.workers.values():
+            worker.wake.set()
+
+    # -- tenants and tokens ---------------------------------------------------
+
+    async def create_tenant(self, name: str, weight: float, with_token: bool = True) -> str | None:
+        """Create a tenant (or reweigh it); returns a new token for it."""
+        row = await self.db.write(self.accounts.add_tenant, name, weight, self.clock())
+        self._know_tenant(row)
+        return await self._issue_token(TENANT, name) if with_token else None
+
+    async def new_worker_token(self) -> str:
+        """A token for workers to register and take work with."""
+        return await self._issue_token(WORKER, None)
+
+    async def _issue_token(self, role: str, tenant: str | None) -> str:
+        token = new_token(role)
+        digest = hash_token(token)
+        await self.db.write(self.accounts.add_token, digest, role, tenant, self.clock())
+        self.tokens.add(TokenRow(digest, role, tenant))
+        return token
+
+    def _know_tenant(self, row: TenantRow) -> None:
+        self.tenants[row.name] = row
+        self.index.fairness.set_weight(row.name, row.weight)
+
+    # -- submit ---------------------------------------------------------------
+
+    async def submit(self, who: Principal, specs: Sequence[JobSpec]) -> list[Submitted]:
+        """Store jobs durably, then queue them; returns once they are committed."""
+        items = [(spec, self._tenant_of(who, spec)) for spec in specs]
+        results = await self.db.write(self.jobs.insert, items, self.clock())
+        for (spec, tenant), result in zip(items, results, strict=True):
+            if result.created and result.event is not None:
+                self._enqueue(result.id, tenant, spec)
+                self.hub.publish(result.event)
+        if any(r.created for r in results):
+            for worker in self.workers.values():
+                worker.wake.set()
+        return results
+
+    def _tenant_of(self, who: Principal, spec: JobSpec) -> str:
+        tenant = who.tenant_for(spec.tenant)
+        if tenant not in self.tenants:
+            raise NotFound(f"no tenant {tenant!r}: create it with 'o11n tenants create'")
+        return tenant
+
+    def _enqueue(self, job_id: int, tenant: str, spec: JobSpec) -> None:
+        self.index.add(job_id, tenant, spec.priority, as_tags(spec.tags), spec.resources.key())
+
+    # -- workers --------------------------------------------------------------
+
+    async def register(self, name: str, tags: dict[str, str], capacity: ResourceKey) -> WorkerState:
+        """Add a worker (or refresh it after its restart or ours)."""
+        now = self.clock()
+        cap = {"cpu": capacity[0], "memory": capacity[1], "gpu": capacity[2]}
+        await self.db.write(self.accounts.save_worker, name, tags, cap, now)
+        old = self.workers.get(name)
+        worker = WorkerState(name, as_tags(tags), capacity, now, now)
+        if old is not None:
+            worker.draining = old.draining
+            old.wake.set()
+        self.workers[name] = worker
+        return worker
+
+    def worker(self, name: str) -> WorkerState:
+        """A registered worker, or NotFound (the worker should register again)."""
+        worker = self.workers.get(name)
+        if worker is None:
+            raise NotFound(f"worker {name!r} is not registered")
+        return worker
+
+    def free(self, worker: WorkerState) -> ResourceKey:
+        """What a worker has free: capacity less leased and reserved jobs."""
+        return subtract(
+            subtract(worker.capacity, self.leases.used_by(worker.name)), worker.reserved
+        )
+
+    def drain(self, name: str) -> None:
+        """Give a worker no more work; it finishes what it runs and exits."""
+        worker = self.worker(name)
+        worker.draining = True
+        worker.wake.set()
+
+    async def lease(self, name: str, max_jobs: int, wait: float) -> list[Grant]:
+        """Up to `max_jobs` jobs for a worker, waiting up to `wait` seconds for one."""
+        worker = self.worker(name)
+        worker.last_seen = self.clock()
+        deadline = time.monotonic() + wait
+        while True:
+            worker.wake.clear()
+            if worker.draining or self.workers.get(name) is not worker:
+                return []
+            grants = await self._dispatch(worker, max_jobs)
+            remaining = deadline - time.monotonic()
+            if grants or remaining <= 0:
+                return grants
+            try:
+                await asyncio.wait_for(worker.wake.wait(), remaining)
+            except TimeoutError:
+                return []
+
+    async def _dispatch(self, worker: WorkerState, max_jobs: int) -> list[Grant]:
+        free = self.free(worker)
+        picks: list[Match] = []
+        while len(picks) < max_jobs:
+            match = self.index.consume(worker.tags, free)
+            if match is None:
+                break
+            picks.append(match)
+            free = subtract(free, match.resources)
+        if not picks:
+            return []
+        taken = (
+            sum(m.resources[0] for m in picks),
+            sum(m.resources[1] for m in picks),
+            sum(m.resources[2] for m in picks),
+        )
+        worker.reserved = _add(worker.reserved, taken)
+        try:
+            return await self._assign(worker, picks)
+        except BaseException:
+            for m in picks:
+                self.index.add(m.job_id, m.tenant, m.priority, m.tags, m.resources)
+            raise
+        finally:
+            worker.reserved = subtract(worker.reserved, taken)
+
+    async def _assign(self, worker: WorkerState, picks: list[Match]) -> list[Grant]:
+        now = self.clock()
+        pairs = [(m.job_id, secrets.token_hex(16)) for m in picks]
+        assigned = await self.db.write(self.jobs.assign, pairs, worker.name, now)
+        grants = []
+        for a in assigned:
+            spec = JobSpec.model_validate_json(a.spec)
+            lease = self.leases.grant(
+                Lease(a.id, a.attempt, a.lease_id, worker.name, a.tenant, spec)
+            )
+            self.metrics.dispatch_latency.observe(max(0.0, now - a.queued_at))
+            self.hub.publish(a.event)
+            grants.append(
+                Grant(a.id, a.tenant, a.name, a.attempt, a.lease_id, lease.expires_at, spec)
+            )
+        if len(assigned) < len(picks):
+            log.warning("%d picked jobs were no longer queued", len(picks) - len(assigned))
+        return grants
+
+    def heartbeat(self, name: str, held: Sequence[tuple[int, int, str]]) -> list[int]:
+        """Renew the leases a worker still holds; returns the jobs it must stop."""
+        worker = self.worker(name)
+        worker.last_seen = self.clock()
+        stop = []
+        reported = set()
+        for job_id, attempt, lease_id in held:
+            reported.add(job_id)
+            lease = self.leases.get(job_id)
+            if (
+                lease is None
+                or (lease.attempt, lease.lease_id) != (attempt, lease_id)
+                or lease.cancelled
+            ):
+                stop.append(job_id)
+            else:
+                self.leases.renew(lease)
+        for lease in self.leases.of_worker(name):
+            if lease.cancelled and lease.job_id not in reported:
+                self.leases.release(lease.job_id)  # the worker has stopped it
+        return stop
+
+    # -- attempts -------------------------------------------------------------
+
+    async def started(self, job_id: int, attempt: int, lease_id: str, at: float | None) -> None:
+        """An assigned attempt has started its command."""
+        lease = self.leases.check(job_id, attempt, lease_id)
+        if lease.cancelled:
+            raise Conflict(f"job {job_id} was cancelled")
+        if lease.running:
+            return
+        transition(JobState.ASSIGNED, JobState.RUNNING)
+        event = await self.db.write(
+            self.jobs.start, job_id, lease.tenant, attempt, lease.worker, self.clock(), at
+        )
+        if event is None:
+            raise LeaseExpired(f"job {job_id} attempt {attempt} lost its lease")
+        lease.running = True
+        self.leases.renew(lease)
+        self.hub.publish(event)
+
+    async def finished(self, job_id: int, attempt: int, lease_id: str, report: Report) -> JobState:
+        """An attempt has ended; the job ends, or is queued for another attempt."""
+        lease = self.leases.check(job_id, attempt, lease_id)
+        if lease.cancelled:
+            self.leases.release(job_id)
+            return JobState.CANCELLED
+        kind = classify_exit(report.exit_code, report.kind)  # type: ignore[arg-type]
+        end = AttemptEnd(
+            kind or "succeeded", report.exit_code, report.signal, report.reason, report.started_at
+        )
+        state = await self._end(lease, Outcome(kind, report.exit_code, report.reason), end)
+        if state is None:
+            raise LeaseExpired(f"job {job_id} attempt {attempt} lost its lease")
+        return state
+
+    async def _end(self, lease: Lease, outcome: Outcome, end: AttemptEnd) -> JobState | None:
+        previous = JobState.RUNNING if lease.running else JobState.ASSIGNED
+        state = transition(previous, after_attempt(lease.spec.retry, lease.attempt, outcome))
+        event = await self.db.write(
+            self.jobs.end_attempt,
+            lease.job_id,
+            lease.tenant,
+            lease.attempt,
+            lease.worker,
+            previous,
+            state,
+            end,
+            self.clock(),
+        )
+        if event is None:
+            return None
+        if self.leases.get(lease.job_id) is lease:
+            self.leases.release(lease.job_id)
+        if state is JobState.QUEUED:
+            self._enqueue(lease.job_id, lease.tenant, lease.spec)
+            for worker in self.workers.values():
+                worker.wake.set()
+        self.hub.publish(event)
+        return state
+
+    async def reap(self) -> int:
+        """End attempts whose lease ran out; returns how many."""
+        expired = self.leases.expired()
+        lost = [lease for lease in expired if not lease.cancelled]
+        for lease in expired:
+            if lease.cancelled:
+                self.leases.release(lease.job_id)
+        await asyncio.gather(*(self._lose(lease) for lease in lost))
+        return len(lost)
+
+    async def _lose(self, lease: Lease) -> None:
+        reason = f"{LEASE_EXPIRED}: worker {lease.worker} stopped reporting"
+        await self._end(lease, Outcome("lost", None, reason), AttemptEnd("lost", reason=reason))
+
+    async def _reap_forever(self) -> None:
+        period = max(0.05, min(1.0, self.leases.duration / 4))
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.reap()
+            except Exception:
+                log.exception("lease reaper failed; retrying")
+
+    # -- cancel ---------------------------------------------------------------
+
+    async def cancel(self, who: Principal, job_id: int, reason: str = "cancelled") -> JobState:
+        """Cancel a queued or running job; a running one is stopped by its worker."""
+        for _ in range(3):
+            tenant, state, attempt = await self.head(who, job_id)
+            lease = self.leases.get(job_id)
+            if job_id in self.index:
+                state = JobState.QUEUED
+            elif lease is not None:
+                state = JobState.RUNNING if lease.running else JobState.ASSIGNED
+            transition(state, JobState.CANCELLED)
+            removed = state is JobState.QUEUED and self.index.remove(job_id, tenant)
+            event = await self.db.write(
+                self.jobs.cancel, job_id, tenant, state, attempt, self.clock(), reason
+            )
+            if event is not None:
+                if lease is not None and self.leases.get(job_id) is lease:
+                    lease.cancelled = True
+                self.hub.publish(event)
+                return JobState.CANCELLED
+            if removed:
+                raise AssertionError(f"job {job_id} was queued in memory but not in the store")
+        raise Conflict(f"job {job_id} kept changing state; try again")
+
+    # -- reads ----------------------------------------------------------------
+
+    async def head(self, who: Principal, job_id: int) -> tuple[str, JobState, int]:
+        """A job's tenant, state and attempt, if the caller may see it."""
+        head = await self.db.read(self.jobs.head, job_id)
+        if head is None or not who.may_see(head[0]):
+            raise NotFound(f"no job {job_id}")
+        return head
+
+    async def get_job(self, who: Principal, job_id: int) -> Job:
+        """One job with its attempts."""
+        job = await self.db.read(self.jobs.get, job_id)
+        if job is None or not who.may_see(job.tenant):
+            raise NotFound(f"no job {job_id}")
+        for attempt in job.attempts:
+            lease = self.leases.get(job_id)
+            if attempt.state != "ended" and lease is not None and lease.attempt == attempt.number:
+                attempt.lease_expires_at = lease.expires_at
+        return job
+
+    async def list_jobs(self, who: Principal, where: JobFilter) -> list[Job]:
+        """Jobs a caller may see, newest first."""
+        if who.role == TENANT:
+            if where.tenant not in (None, who.tenant):
+                return []
+            where = JobFilter(
+                who.tenant, where.states, where.tags, where.labels, where.before_id, where.limit
+            )
+        return await self.db.read(self.jobs.list, where)
+
+    async def events(self, who: Principal, job_id: int, after: int = 0) -> list[Event]:
+        """A job's events after event id `after`."""
+        await self.head(who, job_id)
+        return await self.db.read(self.jobs.events, job_id=job_id, after=after)
+
+    async def read_logs(
+        self, who: Principal, job_id: int, after: tuple[int, int] = (0, -1), limit: int = 1000
+    ) -> list[LogChunk]:
+        """A job's log chunks after (attempt, seq)."""
+        await self.head(who, job_id)
+        return await self.db.read(self.logs.read, job_id, after=after, limit=limit)
+
+    async def append_logs(
+        self, job_id: int, attempt: int, lease_id: str, chunks: Sequence[tuple[int, str, bytes]]
+    ) -> int:
+        """Store log chunks of a leased attempt; a chunk sent twice is kept once."""
+        lease = self.leases.check(job_id, attempt, lease_id)
+        now = self.clock()
+        rows = [LogChunk(job_id, attempt, seq, stream, now, data) for seq, stream, data in chunks]
+        stored = await self.db.write(self.logs.append, rows)
+        for chunk in stored:
+            self.hub.publish_log(job_id, lease.tenant, log_message(chunk))
+        return len(stored)
+
+
+def log_message(chunk: LogChunk) -> dict[str, object]:
+    """The watch-stream form of a log chunk."""
+    return {
+        "type": "log",
+        "job_id": chunk.job_id,
+        "attempt": chunk.attempt,
+        "seq": chunk.seq,
+        "stream": chunk.stream,
+        "at": chunk.at,
+        "data": chunk.data.decode("utf-8", errors="replace"),
+    }
+
+
+def _add(a: ResourceKey, b: ResourceKey) -> ResourceKey:
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])

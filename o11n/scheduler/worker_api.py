@@ -1,0 +1,139 @@
+"""HTTP routes for workers: register, lease work, heartbeat, and report attempts."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from o11n.core.states import JobState
+from o11n.scheduler.app import Caller, Sched
+from o11n.scheduler.auth import WORKER
+from o11n.scheduler.schemas import (
+    GrantOut,
+    HeartbeatIn,
+    HeartbeatOut,
+    LeaseIn,
+    LeaseOut,
+    LogAppend,
+    LogAppended,
+    Registered,
+    ResultIn,
+    ResultOut,
+    StartIn,
+    TokenOut,
+    WorkerIn,
+    WorkerList,
+    WorkerName,
+    WorkerOut,
+)
+from o11n.scheduler.service import Report, Scheduler, WorkerState
+
+router = APIRouter(tags=["workers"])
+
+
+def _resources(key: tuple[float, int, int]) -> dict[str, float]:
+    return {"cpu": key[0], "memory": key[1], "gpu": key[2]}
+
+
+def _worker_out(sched: Scheduler, worker: WorkerState) -> WorkerOut:
+    now = sched.clock()
+    return WorkerOut(
+        name=worker.name,
+        tags=dict(worker.tags),
+        capacity=_resources(worker.capacity),
+        free=_resources(sched.free(worker)),
+        running=sorted(lease.job_id for lease in sched.leases.of_worker(worker.name)),
+        last_seen=worker.last_seen,
+        online=now - worker.last_seen < sched.leases.duration,
+        draining=worker.draining,
+    )
+
+
+@router.post("/api/v1/workers/tokens", status_code=201)
+async def worker_token(sched: Sched, who: Caller) -> TokenOut:
+    """Issue a token for workers (admin only)."""
+    who.require()
+    return TokenOut(token=await sched.new_worker_token())
+
+
+@router.get("/api/v1/workers")
+async def list_workers(sched: Sched, who: Caller) -> WorkerList:
+    """Every registered worker with its tags, capacity, free resources and jobs."""
+    who.require(WORKER)
+    return WorkerList(
+        workers=[
+            _worker_out(sched, w) for w in sorted(sched.workers.values(), key=lambda w: w.name)
+        ]
+    )
+
+
+@router.post("/api/v1/workers/register")
+async def register(body: WorkerIn, sched: Sched, who: Caller) -> Registered:
+    """Register a worker's tags and capacity (again after any restart)."""
+    who.require(WORKER)
+    await sched.register(body.name, body.tags, (body.cpu, body.memory, body.gpu))
+    duration = sched.leases.duration
+    return Registered(name=body.name, lease_seconds=duration, heartbeat_seconds=duration / 3)
+
+
+@router.post("/api/v1/workers/{name}/lease")
+async def lease(name: WorkerName, body: LeaseIn, sched: Sched, who: Caller) -> LeaseOut:
+    """Long-poll for up to `max_jobs` jobs; each comes with a lease to heartbeat."""
+    who.require(WORKER)
+    grants = await sched.lease(name, body.max_jobs, body.wait)
+    return LeaseOut(
+        jobs=[
+            GrantOut(
+                id=g.id,
+                tenant=g.tenant,
+                name=g.name,
+                attempt=g.attempt,
+                lease_id=g.lease_id,
+                lease_expires_at=g.lease_expires_at,
+                spec=g.spec,
+            )
+            for g in grants
+        ]
+    )
+
+
+@router.post("/api/v1/workers/{name}/heartbeat")
+async def heartbeat(name: WorkerName, body: HeartbeatIn, sched: Sched, who: Caller) -> HeartbeatOut:
+    """Renew the leases a worker holds; answers which jobs it must stop."""
+    who.require(WORKER)
+    held = [(a.job_id, a.attempt, a.lease_id) for a in body.attempts]
+    stop = sched.heartbeat(name, held)
+    return HeartbeatOut(stop=stop, drain=sched.worker(name).draining)
+
+
+@router.post("/api/v1/workers/{name}/drain")
+async def drain(name: WorkerName, sched: Sched, who: Caller) -> WorkerOut:
+    """Give a worker no new work; it finishes its jobs and exits."""
+    who.require()
+    sched.drain(name)
+    return _worker_out(sched, sched.worker(name))
+
+
+@router.post("/api/v1/jobs/{job_id}/attempts/{attempt}/start", tags=["attempts"])
+async def start(job_id: int, attempt: int, body: StartIn, sched: Sched, who: Caller) -> ResultOut:
+    """The attempt's command has started."""
+    who.require(WORKER)
+    await sched.started(job_id, attempt, body.lease_id, body.started_at)
+    return ResultOut(state=JobState.RUNNING)
+
+
+@router.post("/api/v1/jobs/{job_id}/attempts/{attempt}/result", tags=["attempts"])
+async def result(job_id: int, attempt: int, body: ResultIn, sched: Sched, who: Caller) -> ResultOut:
+    """The attempt has ended; answers the job's state (queued again if it will retry)."""
+    who.require(WORKER)
+    report = Report(body.exit_code, body.signal, body.kind, body.reason, body.started_at)
+    return ResultOut(state=await sched.finished(job_id, attempt, body.lease_id, report))
+
+
+@router.post("/api/v1/jobs/{job_id}/attempts/{attempt}/logs", tags=["attempts"])
+async def append_logs(
+    job_id: int, attempt: int, body: LogAppend, sched: Sched, who: Caller
+) -> LogAppended:
+    """Append log chunks; a chunk re-sent with the same seq is stored once."""
+    who.require(WORKER)
+    chunks = [(c.seq, c.stream, c.data.encode()) for c in body.chunks]
+    return LogAppended(stored=await sched.append_logs(job_id, attempt, body.lease_id, chunks))

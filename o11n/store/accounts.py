@@ -1,0 +1,96 @@
+"""Tenants, API tokens (stored hashed) and registered workers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from o11n.store.database import Database
+from o11n.store.schema import tenants, tokens, workers
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRow:
+    """A tenant and its fair-share weight."""
+
+    name: str
+    weight: float
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    """A token's hash and what it may do."""
+
+    hash: str
+    role: str  # admin | tenant | worker
+    tenant: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRow:
+    """A worker as last registered."""
+
+    name: str
+    tags: dict[str, str]
+    capacity: dict[str, Any]
+    registered_at: float
+
+
+class AccountStore:
+    """Reads and writes of tenants, tokens and workers."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def add_tenant(self, conn: Connection, name: str, weight: float, now: float) -> TenantRow:
+        """Create a tenant, or change the weight of an existing one."""
+        done = conn.execute(tenants.update().where(tenants.c.name == name).values(weight=weight))
+        if done.rowcount == 0:
+            conn.execute(tenants.insert().values(name=name, weight=weight, created_at=now))
+        row = conn.execute(select(tenants).where(tenants.c.name == name)).one()
+        return TenantRow(row.name, row.weight, row.created_at)
+
+    def tenants(self, conn: Connection) -> list[TenantRow]:
+        """Every tenant, by name."""
+        rows = conn.execute(select(tenants).order_by(tenants.c.name))
+        return [TenantRow(r.name, r.weight, r.created_at) for r in rows]
+
+    def add_token(
+        self, conn: Connection, token_hash: str, role: str, tenant: str | None, now: float
+    ) -> None:
+        """Record a token's hash (idempotent)."""
+        conn.execute(
+            self.db.insert_ignore(tokens).values(
+                hash=token_hash, role=role, tenant=tenant, created_at=now
+            )
+        )
+
+    def tokens(self, conn: Connection) -> list[TokenRow]:
+        """Every token hash."""
+        return [TokenRow(r.hash, r.role, r.tenant) for r in conn.execute(select(tokens))]
+
+    def save_worker(
+        self,
+        conn: Connection,
+        name: str,
+        tags: dict[str, str],
+        capacity: dict[str, Any],
+        now: float,
+    ) -> None:
+        """Record a worker's registration."""
+        values = {"tags": json.dumps(tags), "capacity": json.dumps(capacity), "registered_at": now}
+        done = conn.execute(workers.update().where(workers.c.name == name).values(**values))
+        if done.rowcount == 0:
+            conn.execute(workers.insert().values(name=name, **values))
+
+    def workers(self, conn: Connection) -> list[WorkerRow]:
+        """Every worker ever registered."""
+        rows = conn.execute(select(workers).order_by(workers.c.name))
+        return [
+            WorkerRow(r.name, json.loads(r.tags), json.loads(r.capacity), r.registered_at)
+            for r in rows
+        ]

@@ -1,0 +1,468 @@
+"""Job rows and their events: the writes of a job's life and the reads that show or rebuild it.
+
+Every write here runs on the single writer's connection (see writer.py), so the
+id counters below are touched by one thread only. Each write that changes a
+job's state appends its event in the same transaction and returns it, for the
+scheduler to publish once the commit is done.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Select, bindparam, func, select
+
+from o11n.core.jobs import Attempt, Event, Job, JobSpec
+from o11n.core.states import TERMINAL, JobState
+from o11n.store.database import Database
+from o11n.store.schema import attempts, events, job_meta, jobs
+
+SPEC_EXCLUDE = {"tenant", "name", "idempotency_key"}
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """The outcome of one submit: a new job, or the earlier one with the same idempotency key."""
+
+    id: int
+    created: bool
+    event: Event | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Assigned:
+    """A job handed to a worker: its spec, attempt number and lease."""
+
+    id: int
+    tenant: str
+    name: str
+    spec: str  # JSON
+    attempt: int
+    lease_id: str
+    queued_at: float
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """How an attempt ended, as recorded on the attempt and the job."""
+
+    outcome: str  # succeeded | lost | timeout | failure | error | cancelled
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+    started_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveJob:
+    """A job the scheduler must hold in memory after a restart: queued, or leased."""
+
+    id: int
+    tenant: str
+    state: JobState
+    spec: JobSpec
+    attempt: int
+    worker: str | None
+    lease_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """What `list` selects: all given conditions hold."""
+
+    tenant: str | None = None
+    states: tuple[JobState, ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    before_id: int | None = None  # the cursor: ids below this one
+    limit: int = 50
+
+
+class JobStore:
+    """Reads and writes of jobs, attempts and events."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._next_job = db.max_id(jobs.c.id) + 1
+        self._next_event = db.max_id(events.c.id) + 1
+
+    # -- writes (writer thread) -------------------------------------------------
+
+    def insert(
+        self, conn: Connection, items: Sequence[tuple[JobSpec, str]], now: float
+    ) -> list[Submitted]:
+        """Insert jobs as queued; a repeated idempotency key returns the earlier job."""
+        known = self._by_idempotency_key(conn, items)
+        order: list[tuple[int, bool]] = []
+        rows: list[dict[str, Any]] = []
+        meta: list[dict[str, Any]] = []
+        for spec, tenant in items:
+            key = spec.idempotency_key
+            if key is not None and (tenant, key) in known:
+                order.append((known[(tenant, key)], False))
+                continue
+            job_id = self._next_job
+            self._next_job += 1
+            if key is not None:
+                known[(tenant, key)] = job_id
+            rows.append(_job_row(job_id, spec, tenant, now))
+            meta.extend(_meta_rows(job_id, spec))
+            order.append((job_id, True))
+        made: dict[int, Event] = {}
+        if rows:
+            conn.execute(jobs.insert(), rows)
+            if meta:
+                conn.execute(job_meta.insert(), meta)
+            new_events = [_event_row(r["id"], r["tenant"], now, "queued") for r in rows]
+            made = {e.job_id: e for e in self._append_events(conn, new_events)}
+        return [Submitted(i, created, made[i] if created else None) for i, created in order]
+
+    def assign(
+        self, conn: Connection, picks: Sequence[tuple[int, str]], worker: str, now: float
+    ) -> list[Assigned]:
+        """Move queued jobs to `worker` under new leases; jobs no longer queued are skipped."""
+        lease_ids = dict(picks)
+        found = conn.execute(
+            select(
+                jobs.c.id,
+                jobs.c.tenant,
+                jobs.c.name,
+                jobs.c.spec,
+                jobs.c.attempt,
+                jobs.c.updated_at,
+            ).where(jobs.c.id.in_(lease_ids), jobs.c.state == JobState.QUEUED.value)
+        ).all()
+        if not found:
+            return []
+        updates = [{"b_id": r.id, "b_attempt": r.attempt + 1} for r in found]
+        conn.execute(
+            jobs.update()
+            .where(jobs.c.id == bindparam("b_id"))
+            .values(state=JobState.ASSIGNED.value, attempt=bindparam("b_attempt"), updated_at=now),
+            updates,
+        )
+        conn.execute(
+            attempts.insert(),
+            [
+                {
+                    "job_id": r.id,
+                    "number": r.attempt + 1,
+                    "worker": worker,
+                    "lease_id": lease_ids[r.id],
+                    "state": "assigned",
+                    "assigned_at": now,
+                }
+                for r in found
+            ],
+        )
+        evs = self._append_events(
+            conn,
+            [
+                _event_row(r.id, r.tenant, now, "assigned", "queued", r.attempt + 1, worker)
+                for r in found
+            ],
+        )
+        return [
+            Assigned(
+                r.id, r.tenant, r.name, r.spec, r.attempt + 1, lease_ids[r.id], r.updated_at, ev
+            )
+            for r, ev in zip(found, evs, strict=True)
+        ]
+
+    def start(
+        self,
+        conn: Connection,
+        job_id: int,
+        tenant: str,
+        attempt: int,
+        worker: str,
+        now: float,
+        started_at: float | None = None,
+    ) -> Event | None:
+        """Record that an assigned attempt has started; None if it no longer holds the job."""
+        moved = conn.execute(
+            jobs.update()
+            .where(
+                jobs.c.id == job_id,
+                jobs.c.attempt == attempt,
+                jobs.c.state == JobState.ASSIGNED.value,
+            )
+            .values(state=JobState.RUNNING.value, updated_at=now)
+        )
+        if moved.rowcount == 0:
+            return None
+        conn.execute(
+            attempts.update()
+            .where(attempts.c.job_id == job_id, attempts.c.number == attempt)
+            .values(state="running", started_at=started_at or now)
+        )
+        return self._append_events(
+            conn, [_event_row(job_id, tenant, now, "running", "assigned", attempt, worker)]
+        )[0]
+
+    def end_attempt(
+        self,
+        conn: Connection,
+        job_id: int,
+        tenant: str,
+        attempt: int,
+        worker: str,
+        previous: JobState,
+        state: JobState,
+        end: AttemptEnd,
+        now: float,
+    ) -> Event | None:
+        """Close an attempt and move its job on; None if the attempt no longer holds the job."""
+        moved = conn.execute(
+            jobs.update()
+            .where(
+                jobs.c.id == job_id,
+                jobs.c.attempt == attempt,
+                jobs.c.state == previous.value,
+            )
+            .values(
+                state=state.value,
+                exit_code=end.exit_code,
+                reason=end.reason,
+                updated_at=now,
+                finished_at=now if state in TERMINAL else None,
+            )
+        )
+        if moved.rowcount == 0:
+            return None
+        conn.execute(
+            attempts.update()
+            .where(attempts.c.job_id == job_id, attempts.c.number == attempt)
+            .values(
+                state="ended",
+                ended_at=now,
+                exit_code=end.exit_code,
+                signal=end.signal,
+                outcome=end.outcome,
+                reason=end.reason,
+                **({"started_at": end.started_at} if end.started_at else {}),
+            )
+        )
+        return self._append_events(
+            conn,
+            [
+                _event_row(
+                    job_id, tenant, now, state.value, previous.value, attempt, worker, end.reason
+                )
+            ],
+        )[0]
+
+    def cancel(
+        self,
+        conn: Connection,
+        job_id: int,
+        tenant: str,
+        expected: JobState,
+        attempt: int,
+        now: float,
+        reason: str,
+    ) -> Event | None:
+        """Cancel a job still in `expected`; None if it has moved on meanwhile."""
+        done = conn.execute(
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.state == expected.value)
+            .values(state=JobState.CANCELLED.value, reason=reason, updated_at=now, finished_at=now)
+        )
+        if done.rowcount == 0:
+            return None
+        if expected in (JobState.ASSIGNED, JobState.RUNNING):
+            conn.execute(
+                attempts.update()
+                .where(attempts.c.job_id == job_id, attempts.c.number == attempt)
+                .values(state="ended", ended_at=now, outcome="cancelled", reason=reason)
+            )
+        return self._append_events(
+            conn,
+            [_event_row(job_id, tenant, now, "cancelled", expected.value, attempt, None, reason)],
+        )[0]
+
+    def _append_events(self, conn: Connection, rows: list[dict[str, Any]]) -> list[Event]:
+        for row in rows:
+            row["id"] = self._next_event
+            self._next_event += 1
+        conn.execute(events.insert(), rows)
+        return [Event.model_construct(**row) for row in rows]
+
+    def _by_idempotency_key(
+        self, conn: Connection, items: Sequence[tuple[JobSpec, str]]
+    ) -> dict[tuple[str, str], int]:
+        keys = {spec.idempotency_key for spec, _ in items if spec.idempotency_key}
+        if not keys:
+            return {}
+        rows = conn.execute(
+            select(jobs.c.id, jobs.c.tenant, jobs.c.idempotency_key).where(
+                jobs.c.idempotency_key.in_(keys)
+            )
+        )
+        return {(r.tenant, r.idempotency_key): r.id for r in rows}
+
+    # -- reads ------------------------------------------------------------------
+
+    def get(self, conn: Connection, job_id: int) -> Job | None:
+        """One job with all its attempts."""
+        row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+        if row is None:
+            return None
+        tries = conn.execute(
+            select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.number)
+        ).all()
+        return _job(row._mapping, [Attempt.model_validate(dict(t._mapping)) for t in tries])
+
+    def head(self, conn: Connection, job_id: int) -> tuple[str, JobState, int] | None:
+        """A job's tenant, state and attempt number, or None."""
+        row = conn.execute(
+            select(jobs.c.tenant, jobs.c.state, jobs.c.attempt).where(jobs.c.id == job_id)
+        ).first()
+        return None if row is None else (row.tenant, JobState(row.state), row.attempt)
+
+    def list(self, conn: Connection, where: JobFilter) -> list[Job]:
+        """Jobs matching `where`, newest first, without their attempts."""
+        query: Select[Any] = select(jobs).order_by(jobs.c.id.desc()).limit(where.limit)
+        if where.tenant is not None:
+            query = query.where(jobs.c.tenant == where.tenant)
+        if where.states:
+            query = query.where(jobs.c.state.in_([s.value for s in where.states]))
+        if where.before_id is not None:
+            query = query.where(jobs.c.id < where.before_id)
+        for kind, pairs in (("tag", where.tags), ("label", where.labels)):
+            for key, value in pairs:
+                query = query.where(
+                    jobs.c.id.in_(
+                        select(job_meta.c.job_id).where(
+                            job_meta.c.kind == kind,
+                            job_meta.c.key == key,
+                            job_meta.c.value == value,
+                        )
+                    )
+                )
+        return [_job(row._mapping, []) for row in conn.execute(query)]
+
+    def events(
+        self,
+        conn: Connection,
+        *,
+        job_id: int | None = None,
+        tenant: str | None = None,
+        after: int = 0,
+        limit: int = 1000,
+    ) -> list[Event]:
+        """Events in order, after the event id `after`."""
+        query = select(events).where(events.c.id > after).order_by(events.c.id).limit(limit)
+        if job_id is not None:
+            query = query.where(events.c.job_id == job_id)
+        if tenant is not None:
+            query = query.where(events.c.tenant == tenant)
+        return [Event.model_validate(dict(r._mapping)) for r in conn.execute(query)]
+
+    def active(self, conn: Connection) -> list[ActiveJob]:
+        """Every queued, assigned or running job, oldest first, to rebuild memory at start-up."""
+        live = [JobState.QUEUED.value, JobState.ASSIGNED.value, JobState.RUNNING.value]
+        query = (
+            select(
+                jobs.c.id,
+                jobs.c.tenant,
+                jobs.c.state,
+                jobs.c.spec,
+                jobs.c.attempt,
+                attempts.c.worker,
+                attempts.c.lease_id,
+            )
+            .outerjoin(
+                attempts,
+                (attempts.c.job_id == jobs.c.id) & (attempts.c.number == jobs.c.attempt),
+            )
+            .where(jobs.c.state.in_(live))
+            .order_by(jobs.c.id)
+        )
+        return [
+            ActiveJob(
+                r.id,
+                r.tenant,
+                JobState(r.state),
+                JobSpec.model_validate_json(r.spec),
+                r.attempt,
+                r.worker,
+                r.lease_id,
+            )
+            for r in conn.execute(query)
+        ]
+
+    def count_by_state(self, conn: Connection) -> dict[str, int]:
+        """How many jobs are in each state."""
+        rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state))
+        return {state: int(count) for state, count in rows}
+
+
+def _job_row(job_id: int, spec: JobSpec, tenant: str, now: float) -> dict[str, Any]:
+    return {
+        "id": job_id,
+        "tenant": tenant,
+        "name": spec.display_name(),
+        "state": JobState.QUEUED.value,
+        "priority": spec.priority,
+        "spec": spec.model_dump_json(exclude=SPEC_EXCLUDE),
+        "attempt": 0,
+        "idempotency_key": spec.idempotency_key,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _meta_rows(job_id: int, spec: JobSpec) -> list[dict[str, Any]]:
+    return [
+        {"job_id": job_id, "kind": kind, "key": k, "value": v}
+        for kind, pairs in (("tag", spec.tags), ("label", spec.labels))
+        for k, v in pairs.items()
+    ]
+
+
+def _event_row(
+    job_id: int,
+    tenant: str,
+    at: float,
+    state: str,
+    previous: str | None = None,
+    attempt: int = 0,
+    worker: str | None = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "tenant": tenant,
+        "at": at,
+        "state": state,
+        "previous": previous,
+        "attempt": attempt,
+        "worker": worker,
+        "reason": reason,
+    }
+
+
+def _job(row: Any, tries: list[Attempt]) -> Job:
+    spec = json.loads(row["spec"])
+    return Job.model_validate(
+        {
+            **spec,
+            "id": row["id"],
+            "tenant": row["tenant"],
+            "name": row["name"],
+            "state": row["state"],
+            "attempt": row["attempt"],
+            "attempts": tries,
+            "exit_code": row["exit_code"],
+            "reason": row["reason"],
+            "idempotency_key": row["idempotency_key"],
+            "created_at": row["created_at"],
+            "updated_at": row["updated_at"],
+            "finished_at": row["finished_at"],
+        }
+    )

@@ -1,0 +1,41 @@
+"""Schema migrations: an ordered list, each applied once and recorded in schema_version."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import Connection, select
+
+from o11n.store import schema
+
+Migration = Callable[[Connection], None]
+
+
+def _initial(conn: Connection) -> None:
+    tables = [t for t in schema.metadata.sorted_tables if t is not schema.schema_version]
+    schema.metadata.create_all(conn, tables=tables)
+
+
+# Append new migrations at the end; never edit one that has shipped.
+MIGRATIONS: list[Migration] = [_initial]
+
+
+def current_version(conn: Connection) -> int:
+    """The schema version a database is at (0 for an empty one)."""
+    schema.schema_version.create(conn, checkfirst=True)
+    return conn.execute(select(schema.schema_version.c.version)).scalar() or 0
+
+
+def migrate(conn: Connection) -> int:
+    """Bring the database up to the latest schema; returns the version reached."""
+    version = current_version(conn)
+    if version > len(MIGRATIONS):
+        raise RuntimeError(
+            f"the database is at schema version {version}, newer than this o11n "
+            f"({len(MIGRATIONS)}); upgrade o11n"
+        )
+    for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
+        migration(conn)
+        conn.execute(schema.schema_version.delete())
+        conn.execute(schema.schema_version.insert().values(version=number))
+    return len(MIGRATIONS)
