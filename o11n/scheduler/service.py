@@ -81,8 +81,10 @@ class Scheduler:
         *,
         clock: Callable[[], float] = time.time,
         lease_seconds: float = 30.0,
+        reap_interval: float | None = None,
     ) -> None:
         self.db = db
+        self.reap_interval = reap_interval or max(0.05, min(1.0, lease_seconds / 4))
         self.clock = clock
         self.jobs = JobStore(db)
         self.logs = LogStore(db)
@@ -366,9 +368,8 @@ class Scheduler:
         await self._end(lease, Outcome("lost", None, reason), AttemptEnd("lost", reason=reason))
 
     async def _reap_forever(self) -> None:
-        period = max(0.05, min(1.0, self.leases.duration / 4))
         while True:
-            await asyncio.sleep(period)
+            await asyncio.sleep(self.reap_interval)
             try:
                 await self.reap()
             except Exception:

@@ -290,7 +290,16 @@ class JobStore:
             row["id"] = self._next_event
             self._next_event += 1
         conn.execute(events.insert(), rows)
-        return [Event.model_construct(**row) for row in rows]
+        return [
+            Event.model_construct(
+                **{
+                    **row,
+                    "state": JobState(row["state"]),
+                    "previous": row["previous"] and JobState(row["previous"]),
+                }
+            )
+            for row in rows
+        ]
 
     def _by_idempotency_key(
         self, conn: Connection, items: Sequence[tuple[JobSpec, str]]
@@ -315,7 +324,7 @@ class JobStore:
         tries = conn.execute(
             select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.number)
         ).all()
-        return _job(row._mapping, [Attempt.model_validate(dict(t._mapping)) for t in tries])
+        return _job(row._mapping, [_attempt(t._mapping) for t in tries])
 
     def head(self, conn: Connection, job_id: int) -> tuple[str, JobState, int] | None:
         """A job's tenant, state and attempt number, or None."""
@@ -445,6 +454,11 @@ def _event_row(
         "worker": worker,
         "reason": reason,
     }
+
+
+def _attempt(row: Any) -> Attempt:
+    # The lease id stays private: it is the worker's proof of holding the lease.
+    return Attempt.model_validate({k: v for k, v in row.items() if k not in ("job_id", "lease_id")})
 
 
 def _job(row: Any, tries: list[Attempt]) -> Job:
