@@ -11,9 +11,12 @@ from o11n.core.states import JobState
 from o11n.errors import BadRequest
 from o11n.scheduler.app import Caller, Sched
 from o11n.scheduler.schemas import (
+    MAX_ATTEMPT,
     CancelResult,
+    EventIdQuery,
     EventPage,
     Health,
+    JobIdPath,
     JobPage,
     LogChunkOut,
     LogPage,
@@ -100,13 +103,13 @@ async def list_jobs(
 
 
 @router.get("/api/v1/jobs/{job_id}", tags=["jobs"])
-async def get_job(job_id: int, sched: Sched, who: Caller) -> Job:
+async def get_job(job_id: JobIdPath, sched: Sched, who: Caller) -> Job:
     """One job with its attempts."""
     return await sched.get_job(who, job_id)
 
 
 @router.post("/api/v1/jobs/{job_id}/cancel", tags=["jobs"])
-async def cancel(job_id: int, sched: Sched, who: Caller) -> CancelResult:
+async def cancel(job_id: JobIdPath, sched: Sched, who: Caller) -> CancelResult:
     """Cancel a queued or running job (a running one is stopped by its worker)."""
     state = await sched.cancel(who, job_id)
     return CancelResult(id=job_id, state=state)
@@ -114,7 +117,7 @@ async def cancel(job_id: int, sched: Sched, who: Caller) -> CancelResult:
 
 @router.get("/api/v1/jobs/{job_id}/events", tags=["jobs"])
 async def events(
-    job_id: int, sched: Sched, who: Caller, after: Annotated[int, Query(ge=0)] = 0
+    job_id: JobIdPath, sched: Sched, who: Caller, after: EventIdQuery = 0
 ) -> EventPage:
     """A job's events in order, after event id `after`."""
     return EventPage(events=await sched.events(who, job_id, after))
@@ -122,11 +125,11 @@ async def events(
 
 @router.get("/api/v1/jobs/{job_id}/logs", tags=["jobs"])
 async def logs(
-    job_id: int,
+    job_id: JobIdPath,
     sched: Sched,
     who: Caller,
-    after_attempt: Annotated[int, Query(ge=0)] = 0,
-    after_seq: Annotated[int, Query(ge=-1)] = -1,
+    after_attempt: Annotated[int, Query(ge=0, le=MAX_ATTEMPT)] = 0,
+    after_seq: Annotated[int, Query(ge=-1, le=2**31 - 1)] = -1,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> LogPage:
     """A job's log chunks in order, after the position (after_attempt, after_seq)."""

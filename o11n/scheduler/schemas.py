@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from fastapi import Path, Query
 from pydantic import Field, StringConstraints
 
 from o11n.core.jobs import Event, Job, JobSpec, Model, Size, TagKey, TagValue
 from o11n.core.states import JobState
 
 MAX_BATCH = 1000
+MAX_ID = 2**63 - 1
+MAX_ATTEMPT = 10_000
 MAX_LOG_CHUNK = 1024 * 1024
 WorkerName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-@:]{0,199}$")]
 TenantName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$")]
@@ -123,8 +126,8 @@ class LeaseOut(Model):
 
 
 class HeldAttempt(Model):
-    job_id: int
-    attempt: int = Field(ge=1)
+    job_id: int = Field(ge=1, le=MAX_ID)
+    attempt: int = Field(ge=1, le=MAX_ATTEMPT)
     lease_id: LeaseId
 
 
@@ -158,7 +161,7 @@ class ResultOut(Model):
 
 
 class LogChunkIn(Model):
-    seq: int = Field(ge=0)
+    seq: int = Field(ge=0, le=2**31 - 1)
     stream: Literal["stdout", "stderr"] = "stdout"
     data: Annotated[str, StringConstraints(max_length=MAX_LOG_CHUNK)]
 
@@ -191,3 +194,8 @@ class Health(Model):
     status: Literal["ok"]
     queued: int
     leased: int
+
+
+JobIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A job id.")]
+AttemptPath = Annotated[int, Path(ge=1, le=MAX_ATTEMPT, description="An attempt number.")]
+EventIdQuery = Annotated[int, Query(ge=0, le=MAX_ID)]

@@ -9,14 +9,15 @@ last event id seen to resume.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 
 from o11n.core.states import TERMINAL, JobState
 from o11n.errors import O11nError
 from o11n.scheduler.auth import Principal
 from o11n.scheduler.hub import Subscription
+from o11n.scheduler.schemas import MAX_ATTEMPT, EventIdQuery, JobIdPath
 from o11n.scheduler.service import Scheduler, log_message
 
 router = APIRouter()
@@ -38,11 +39,11 @@ async def _authenticate(ws: WebSocket) -> Principal | None:
 @router.websocket("/api/v1/jobs/{job_id}/watch")
 async def watch_job(
     ws: WebSocket,
-    job_id: int,
-    since: int = 0,
+    job_id: JobIdPath,
+    since: EventIdQuery = 0,
     logs: bool = True,
-    log_attempt: int = 0,
-    log_seq: int = -1,
+    log_attempt: Annotated[int, Query(ge=0, le=MAX_ATTEMPT)] = 0,
+    log_seq: Annotated[int, Query(ge=-1, le=2**31 - 1)] = -1,
 ) -> None:
     """Stream a job's events (and log chunks); closes after its final event."""
     await ws.accept()
@@ -122,7 +123,7 @@ async def _replay_logs(
 
 
 @router.websocket("/api/v1/watch")
-async def watch_all(ws: WebSocket, since: int = 0, tenant: str | None = None) -> None:
+async def watch_all(ws: WebSocket, since: EventIdQuery = 0, tenant: str | None = None) -> None:
     """Stream every event of the caller's tenant (an admin: all, or `tenant`)."""
     await ws.accept()
     who = await _authenticate(ws)

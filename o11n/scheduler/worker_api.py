@@ -8,9 +8,11 @@ from o11n.core.states import JobState
 from o11n.scheduler.app import Caller, Sched
 from o11n.scheduler.auth import WORKER
 from o11n.scheduler.schemas import (
+    AttemptPath,
     GrantOut,
     HeartbeatIn,
     HeartbeatOut,
+    JobIdPath,
     LeaseIn,
     LeaseOut,
     LogAppend,
@@ -114,7 +116,9 @@ async def drain(name: WorkerName, sched: Sched, who: Caller) -> WorkerOut:
 
 
 @router.post("/api/v1/jobs/{job_id}/attempts/{attempt}/start", tags=["attempts"])
-async def start(job_id: int, attempt: int, body: StartIn, sched: Sched, who: Caller) -> ResultOut:
+async def start(
+    job_id: JobIdPath, attempt: AttemptPath, body: StartIn, sched: Sched, who: Caller
+) -> ResultOut:
     """The attempt's command has started."""
     who.require(WORKER)
     await sched.started(job_id, attempt, body.lease_id, body.started_at)
@@ -122,7 +126,9 @@ async def start(job_id: int, attempt: int, body: StartIn, sched: Sched, who: Cal
 
 
 @router.post("/api/v1/jobs/{job_id}/attempts/{attempt}/result", tags=["attempts"])
-async def result(job_id: int, attempt: int, body: ResultIn, sched: Sched, who: Caller) -> ResultOut:
+async def result(
+    job_id: JobIdPath, attempt: AttemptPath, body: ResultIn, sched: Sched, who: Caller
+) -> ResultOut:
     """The attempt has ended; answers the job's state (queued again if it will retry)."""
     who.require(WORKER)
     report = Report(body.exit_code, body.signal, body.kind, body.reason, body.started_at)
@@ -131,7 +137,7 @@ async def result(job_id: int, attempt: int, body: ResultIn, sched: Sched, who: C
 
 @router.post("/api/v1/jobs/{job_id}/attempts/{attempt}/logs", tags=["attempts"])
 async def append_logs(
-    job_id: int, attempt: int, body: LogAppend, sched: Sched, who: Caller
+    job_id: JobIdPath, attempt: AttemptPath, body: LogAppend, sched: Sched, who: Caller
 ) -> LogAppended:
     """Append log chunks; a chunk re-sent with the same seq is stored once."""
     who.require(WORKER)
