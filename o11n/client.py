@@ -127,11 +127,11 @@ class Client:
         attempt = 0
         content = json.dumps(body) if body is not None else None
         headers = {"Content-Type": "application/json"} if content is not None else None
-        extra = {"timeout": timeout} if timeout is not None else {}
+        limit = httpx.USE_CLIENT_DEFAULT if timeout is None else timeout
         while True:
             try:
                 response = self._http.request(
-                    method, path, content=content, params=params, headers=headers, **extra
+                    method, path, content=content, params=params, headers=headers, timeout=limit
                 )
                 if response.status_code not in RETRY_STATUS or not retry:
                     break
@@ -152,7 +152,7 @@ class Client:
 
     def delay(self, attempt: int) -> float:
         """Back-off before retry number `attempt`: exponential, capped, with full jitter."""
-        return self._jitter() * min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
+        return float(self._jitter() * min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
 
     # -- jobs -------------------------------------------------------------------
 

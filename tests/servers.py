@@ -36,8 +36,18 @@ class ServerProcess:
         return (self.data_dir / "admin-token").read_text().strip()
 
     def start(self) -> ServerProcess:
-        args = [sys.executable, "-m", "o11n", "server", "--port", str(self.port),
-                "--data", str(self.data_dir), "--lease-seconds", str(self.lease_seconds)]
+        args = [
+            sys.executable,
+            "-m",
+            "o11n",
+            "server",
+            "--port",
+            str(self.port),
+            "--data",
+            str(self.data_dir),
+            "--lease-seconds",
+            str(self.lease_seconds),
+        ]
         if self.db:
             args += ["--db", self.db]
         self.data_dir.mkdir(parents=True, exist_ok=True)

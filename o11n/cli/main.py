@@ -77,7 +77,7 @@ def main() -> None:
         if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
             print(ctx.get_help(), file=sys.stderr)
         else:
-            print(f"o11n: error: {exc.format_message()}", file=sys.stderr)  # type: ignore[attr-defined]
+            print(f"o11n: error: {exc.format_message()}", file=sys.stderr)
         sys.exit(getattr(exc, "exit_code", 2))
     except Unavailable as exc:
         print(f"o11n: error: {exc.message}", file=sys.stderr)

@@ -32,6 +32,7 @@ TagValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-/:+@]{1,255
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 FailureKind = Literal["lost", "timeout", "failure", "error"]
+RETRY_BY_DEFAULT: tuple[FailureKind, ...] = ("lost",)  # a vanished worker is not the job's fault
 
 
 def _as_value_error(parse: Any) -> Any:
@@ -81,7 +82,7 @@ class RetryPolicy(Model):
     """How often a job may run, and which failures earn it another attempt."""
 
     max_attempts: int = Field(3, ge=1, le=100)
-    when: list[FailureKind] = Field(default_factory=lambda: ["lost"], max_length=4)
+    when: list[FailureKind] = Field(default_factory=lambda: list(RETRY_BY_DEFAULT), max_length=4)
     exit_codes: list[Annotated[int, Field(ge=0, le=255)]] = Field(
         default_factory=list, max_length=64
     )

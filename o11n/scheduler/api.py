@@ -140,7 +140,7 @@ async def logs(
             LogChunkOut(
                 attempt=c.attempt,
                 seq=c.seq,
-                stream=c.stream,  # type: ignore[arg-type]
+                stream=c.stream,
                 at=c.at,
                 data=c.data.decode("utf-8", errors="replace"),
             )

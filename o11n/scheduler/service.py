@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from o11n.core.jobs import Event, Job, JobSpec
+from o11n.core.jobs import Event, FailureKind, Job, JobSpec
 from o11n.core.leases import Lease, LeaseBook
 from o11n.core.matching import Match, QueueIndex, ResourceKey, Tags, as_tags, subtract
 from o11n.core.retry import Outcome, after_attempt, classify_exit
@@ -66,7 +66,7 @@ class Report:
 
     exit_code: int | None
     signal: int | None = None
-    kind: str | None = None  # failure | timeout | error, or None to judge by the exit code
+    kind: FailureKind | None = None  # None: judge by the exit code
     reason: str | None = None
     started_at: float | None = None
 
@@ -319,7 +319,7 @@ class Scheduler:
         if lease.cancelled:
             self.leases.release(job_id)
             return JobState.CANCELLED
-        kind = classify_exit(report.exit_code, report.kind)  # type: ignore[arg-type]
+        kind = classify_exit(report.exit_code, report.kind)
         end = AttemptEnd(
             kind or "succeeded", report.exit_code, report.signal, report.reason, report.started_at
         )
@@ -428,7 +428,7 @@ class Scheduler:
             where = JobFilter(
                 who.tenant, where.states, where.tags, where.labels, where.before_id, where.limit
             )
-        return await self.db.read(self.jobs.list, where)
+        return await self.db.read(self.jobs.find, where)
 
     async def events(self, who: Principal, job_id: int, after: int = 0) -> list[Event]:
         """A job's events after event id `after`."""

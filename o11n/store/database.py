@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -90,7 +91,7 @@ class Database:
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """Run `fn(conn, ...)` on a reader connection in a thread."""
-        return await asyncio.to_thread(self.read_now, fn, *args, **kwargs)
+        return await asyncio.to_thread(functools.partial(self.read_now, fn, *args, **kwargs))
 
     def read_now(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -102,7 +103,8 @@ class Database:
     def insert_ignore(self, table: Table) -> Insert:
         """An INSERT that skips rows whose key already exists."""
         dialect = sqlite if self.is_sqlite else postgresql
-        return dialect.insert(table).on_conflict_do_nothing()
+        statement: Insert = dialect.insert(table).on_conflict_do_nothing()
+        return statement
 
     def max_id(self, column: Any) -> int:
         """The largest value of an id column (0 when empty)."""

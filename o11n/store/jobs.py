@@ -333,7 +333,7 @@ class JobStore:
         ).first()
         return None if row is None else (row.tenant, JobState(row.state), row.attempt)
 
-    def list(self, conn: Connection, where: JobFilter) -> list[Job]:
+    def find(self, conn: Connection, where: JobFilter) -> list[Job]:
         """Jobs matching `where`, newest first, without their attempts."""
         query: Select[Any] = select(jobs).order_by(jobs.c.id.desc()).limit(where.limit)
         if where.tenant is not None:

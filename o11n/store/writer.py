@@ -26,6 +26,7 @@ MAX_BATCH = 2000
 log = logging.getLogger(__name__)
 
 _Item = tuple[Operation, asyncio.Future[Any]]
+_Result = tuple[asyncio.Future[Any], Any, BaseException | None]
 
 
 class GroupCommitWriter:
@@ -84,7 +85,7 @@ class GroupCommitWriter:
     def _commit(self, conn: Connection, batch: list[_Item]) -> None:
         try:
             with conn.begin():
-                results = [(future, op(conn), None) for op, future in batch]
+                results: list[_Result] = [(future, op(conn), None) for op, future in batch]
         except Exception:
             # One bad operation must not fail the others: run each alone.
             results = [self._alone(conn, op, future) for op, future in batch]
@@ -92,9 +93,7 @@ class GroupCommitWriter:
         self.operations += len(batch)
         _deliver(results)
 
-    def _alone(
-        self, conn: Connection, op: Operation, future: asyncio.Future[Any]
-    ) -> tuple[asyncio.Future[Any], Any, BaseException | None]:
+    def _alone(self, conn: Connection, op: Operation, future: asyncio.Future[Any]) -> _Result:
         try:
             with conn.begin():
                 return future, op(conn), None
@@ -103,9 +102,9 @@ class GroupCommitWriter:
             return future, None, exc
 
 
-def _deliver(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+def _deliver(results: list[_Result]) -> None:
     """Hand results to their event loops, in commit order."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Result]] = {}
     for item in results:
         by_loop.setdefault(item[0].get_loop(), []).append(item)
     for loop, items in by_loop.items():
@@ -113,7 +112,7 @@ def _deliver(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]
             loop.call_soon_threadsafe(_settle, items)
 
 
-def _settle(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+def _settle(items: list[_Result]) -> None:
     for future, result, error in items:
         if future.done():
             continue

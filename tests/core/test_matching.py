@@ -8,8 +8,14 @@ ANY = (64.0, 2**40, 8)
 X86 = as_tags({"arch": "x86_64", "os": "linux"})
 
 
-def add(index: QueueIndex, job_id: int, tenant: str = "t", priority: int = 0,
-        tags: dict[str, str] | None = None, resources: tuple[float, int, int] = (1.0, 0, 0)) -> None:
+def add(
+    index: QueueIndex,
+    job_id: int,
+    tenant: str = "t",
+    priority: int = 0,
+    tags: dict[str, str] | None = None,
+    resources: tuple[float, int, int] = (1.0, 0, 0),
+) -> None:
     index.add(job_id, tenant, priority, as_tags(tags or {}), resources)
 
 

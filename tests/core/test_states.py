@@ -24,5 +24,7 @@ def test_allowed_transitions() -> None:
 
 def test_sources_of_cancelled() -> None:
     assert sources_of(JobState.CANCELLED) == {
-        JobState.QUEUED, JobState.ASSIGNED, JobState.RUNNING,
+        JobState.QUEUED,
+        JobState.ASSIGNED,
+        JobState.RUNNING,
     }

@@ -10,8 +10,15 @@ from o11n.errors import BadRequest
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("0", 0), ("512M", 512 * 2**20), ("2G", 2 * 2**30), ("2Gi", 2 * 2**30), ("1.5k", 1536),
-     ("10GB", 10 * 2**30), (4096, 4096)],
+    [
+        ("0", 0),
+        ("512M", 512 * 2**20),
+        ("2G", 2 * 2**30),
+        ("2Gi", 2 * 2**30),
+        ("1.5k", 1536),
+        ("10GB", 10 * 2**30),
+        (4096, 4096),
+    ],
 )
 def test_parse_size(text: str | int, size: int) -> None:
     assert parse_size(text) == size
@@ -25,8 +32,15 @@ def test_bad_sizes(bad: object) -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("90", 90), ("90s", 90), ("20m", 1200), ("1h30m", 5400), ("250ms", 0.25), ("1.5h", 5400),
-     (12, 12)],
+    [
+        ("90", 90),
+        ("90s", 90),
+        ("20m", 1200),
+        ("1h30m", 5400),
+        ("250ms", 0.25),
+        ("1.5h", 5400),
+        (12, 12),
+    ],
 )
 def test_parse_duration(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == seconds

@@ -38,8 +38,10 @@ def test_acknowledged_submits_survive_kill_9(tmp_path: Path, store: str | None) 
     server = ServerProcess(tmp_path / "data", db=store).start()
     token = server.token
     stop, acked = threading.Event(), {}
-    threads = [threading.Thread(target=submitter, args=(server.url, token, stop, acked))
-               for _ in range(SUBMITTERS)]
+    threads = [
+        threading.Thread(target=submitter, args=(server.url, token, stop, acked))
+        for _ in range(SUBMITTERS)
+    ]
     for thread in threads:
         thread.start()
     try:
@@ -79,9 +81,9 @@ def check_every_job_once(server: ServerProcess, acked: dict[str, int]) -> None:
     url = server.db or f"sqlite:///{server.data_dir / 'o11n.db'}"
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.connect() as conn:  # no half-jobs: every job has its submit event
-        orphans = conn.execute(text(
-            "SELECT count(*) FROM jobs WHERE id NOT IN (SELECT job_id FROM events)"
-        )).scalar()
+        orphans = conn.execute(
+            text("SELECT count(*) FROM jobs WHERE id NOT IN (SELECT job_id FROM events)")
+        ).scalar()
     engine.dispose()
     assert orphans == 0
 
@@ -94,8 +96,9 @@ def test_a_running_attempt_survives_a_scheduler_kill(tmp_path: Path) -> None:
             queued_id = admin.submit({"command": ["true"], "tags": {"arch": "riscv"}})
             worker_token = admin.worker_token()
         with Client(server.url, worker_token, retries=100, backoff=0.05) as worker:
-            worker.request("POST", "/api/v1/workers/register", body={"name": "w1", "cpu": 1,
-                                                                    "memory": "1G"})
+            worker.request(
+                "POST", "/api/v1/workers/register", body={"name": "w1", "cpu": 1, "memory": "1G"}
+            )
             (grant,) = worker.request("POST", "/api/v1/workers/w1/lease", body={"wait": 5})["jobs"]
             base, lease = f"/api/v1/jobs/{job_id}/attempts/1", {"lease_id": grant["lease_id"]}
             worker.request("POST", base + "/start", body=lease)
@@ -103,8 +106,9 @@ def test_a_running_attempt_survives_a_scheduler_kill(tmp_path: Path) -> None:
             restarter = threading.Timer(0.5, server.start)
             restarter.start()
             # the worker's calls retry until the new process answers
-            worker.request("POST", base + "/logs",
-                           body={**lease, "chunks": [{"seq": 0, "data": "done\n"}]})
+            worker.request(
+                "POST", base + "/logs", body={**lease, "chunks": [{"seq": 0, "data": "done\n"}]}
+            )
             restarter.join()
             state = worker.request("POST", base + "/result", body={**lease, "exit_code": 0})
             assert state == {"state": "succeeded"}

@@ -15,8 +15,14 @@ def auth(token: str) -> dict[str, str]:
 
 
 def test_submit_get_list_cancel(admin: Client) -> None:
-    job_id = admin.submit({"command": ["make", "test"], "tags": {"arch": "x86_64"},
-                           "labels": {"team": "core"}, "resources": {"memory": "1G"}})
+    job_id = admin.submit(
+        {
+            "command": ["make", "test"],
+            "tags": {"arch": "x86_64"},
+            "labels": {"team": "core"},
+            "resources": {"memory": "1G"},
+        }
+    )
     job = admin.get(job_id)
     assert job.state == "queued" and job.tags == {"arch": "x86_64"}
     assert job.resources.memory == 2**30 and job.tenant == "default"
@@ -117,9 +123,11 @@ def test_worker_round_trip_over_http(server: ServerProcess, admin: Client) -> No
     with Client(server.url, token) as worker:
         with pytest.raises(APIError):
             worker.create_tenant("nope")
-        reg = worker.request("POST", "/api/v1/workers/register",
-                             body={"name": "w1", "tags": {"arch": "x86_64"}, "cpu": 2,
-                                   "memory": "4G"})
+        reg = worker.request(
+            "POST",
+            "/api/v1/workers/register",
+            body={"name": "w1", "tags": {"arch": "x86_64"}, "cpu": 2, "memory": "4G"},
+        )
         assert reg["lease_seconds"] == 30
         leased = worker.request("POST", "/api/v1/workers/w1/lease", body={"max_jobs": 5})
         (grant,) = leased["jobs"]
@@ -130,8 +138,11 @@ def test_worker_round_trip_over_http(server: ServerProcess, admin: Client) -> No
         logs = {**lease, "chunks": [{"seq": 0, "data": "hi\n"}]}
         assert worker.request("POST", base + "/logs", body=logs)["stored"] == 1
         assert worker.request("POST", base + "/logs", body=logs)["stored"] == 0
-        beat = worker.request("POST", "/api/v1/workers/w1/heartbeat",
-                              body={"attempts": [{"job_id": job_id, "attempt": 1, **lease}]})
+        beat = worker.request(
+            "POST",
+            "/api/v1/workers/w1/heartbeat",
+            body={"attempts": [{"job_id": job_id, "attempt": 1, **lease}]},
+        )
         assert beat == {"stop": [], "drain": False}
         (listed,) = worker.workers()
         assert listed["running"] == [job_id] and listed["free"]["cpu"] == 1

@@ -20,11 +20,28 @@ def fuzz(server: ServerProcess, token: str, examples: int) -> None:
     st = shutil.which("schemathesis") or shutil.which("st")
     assert st, "schemathesis is not installed: make install-test"
     run = subprocess.run(
-        [st, "run", f"{server.url}/openapi.json", "-H", f"Authorization: Bearer {token}",
-         "--checks", CHECKS, "--phases", "examples,coverage,fuzzing",
-         "--max-examples", str(examples), "--request-timeout", "70", "--workers", "1",
-         "--seed", "1"],
-        capture_output=True, text=True, timeout=600,
+        [
+            st,
+            "run",
+            f"{server.url}/openapi.json",
+            "-H",
+            f"Authorization: Bearer {token}",
+            "--checks",
+            CHECKS,
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--max-examples",
+            str(examples),
+            "--request-timeout",
+            "70",
+            "--workers",
+            "1",
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     spec = httpx.get(f"{server.url}/openapi.json").json()

@@ -33,8 +33,9 @@ def clock() -> Clock:
 
 @pytest.fixture
 async def sched(db_url: str, clock: Clock) -> AsyncIterator[Scheduler]:
-    scheduler = Scheduler(Database(db_url), "admin-secret", clock=clock, lease_seconds=30,
-                          reap_interval=3600)
+    scheduler = Scheduler(
+        Database(db_url), "admin-secret", clock=clock, lease_seconds=30, reap_interval=3600
+    )
     await scheduler.start()
     yield scheduler
     await scheduler.stop()
@@ -44,8 +45,9 @@ async def sched(db_url: str, clock: Clock) -> AsyncIterator[Scheduler]:
 async def restart(old: Scheduler, db_url: str, clock: Clock) -> Scheduler:
     await old.stop()
     old.db.close()
-    new = Scheduler(Database(db_url), "admin-secret", clock=clock, lease_seconds=30,
-                    reap_interval=3600)
+    new = Scheduler(
+        Database(db_url), "admin-secret", clock=clock, lease_seconds=30, reap_interval=3600
+    )
     await new.start()
     return new
 

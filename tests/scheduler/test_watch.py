@@ -15,14 +15,17 @@ from tests.servers import ServerProcess
 
 
 def run_job(worker: Client, job_id: int, lines: list[str], exit_code: int = 0) -> None:
-    worker.request("POST", "/api/v1/workers/register",
-                   body={"name": "w1", "cpu": 4, "memory": "4G"})
+    worker.request(
+        "POST", "/api/v1/workers/register", body={"name": "w1", "cpu": 4, "memory": "4G"}
+    )
     (grant,) = worker.request("POST", "/api/v1/workers/w1/lease", body={"wait": 5})["jobs"]
     assert grant["id"] == job_id
     base, lease = f"/api/v1/jobs/{job_id}/attempts/1", {"lease_id": grant["lease_id"]}
     worker.request("POST", base + "/start", body=lease)
     for seq, line in enumerate(lines):
-        worker.request("POST", base + "/logs", body={**lease, "chunks": [{"seq": seq, "data": line}]})
+        worker.request(
+            "POST", base + "/logs", body={**lease, "chunks": [{"seq": seq, "data": line}]}
+        )
     worker.request("POST", base + "/result", body={**lease, "exit_code": exit_code})
 
 
@@ -65,7 +68,8 @@ def test_tenant_stream_has_only_that_tenants_events(server: ServerProcess, admin
             client.cancel(job_id)
         first, second = json.loads(ws.recv(10)), json.loads(ws.recv(10))
     assert [(m["job_id"], m["state"]) for m in (first, second)] == [
-        (job_id, "queued"), (job_id, "cancelled")
+        (job_id, "queued"),
+        (job_id, "cancelled"),
     ]
 
 

@@ -71,11 +71,22 @@ def test_an_attempt_runs_and_ends_once(db: Database) -> None:
     assert write(db, jobs.assign, [(job.id, "L2")], "w2", 2.5) == []  # not queued any more
     assert write(db, jobs.start, job.id, "t", 1, "w1", 3.0) is not None
     end = AttemptEnd("failure", exit_code=3)
-    event = write(db, jobs.end_attempt, job.id, "t", 1, "w1", JobState.RUNNING,
-                  JobState.FAILED, end, 4.0)
+    event = write(
+        db, jobs.end_attempt, job.id, "t", 1, "w1", JobState.RUNNING, JobState.FAILED, end, 4.0
+    )
     assert event is not None and event.previous == "running"
-    again = write(db, jobs.end_attempt, job.id, "t", 1, "w1", JobState.RUNNING,
-                  JobState.SUCCEEDED, AttemptEnd("succeeded", exit_code=0), 5.0)
+    again = write(
+        db,
+        jobs.end_attempt,
+        job.id,
+        "t",
+        1,
+        "w1",
+        JobState.RUNNING,
+        JobState.SUCCEEDED,
+        AttemptEnd("succeeded", exit_code=0),
+        5.0,
+    )
     assert again is None
     stored = db.read_now(jobs.get, job.id)
     assert stored.state is JobState.FAILED and stored.exit_code == 3
@@ -89,8 +100,18 @@ def test_requeue_starts_a_new_attempt(db: Database) -> None:
     jobs = JobStore(db)
     (job,) = write(db, jobs.insert, [(spec(), "t")], 1.0)
     write(db, jobs.assign, [(job.id, "L1")], "w1", 2.0)
-    write(db, jobs.end_attempt, job.id, "t", 1, "w1", JobState.ASSIGNED, JobState.QUEUED,
-          AttemptEnd("lost", reason="lease expired"), 3.0)
+    write(
+        db,
+        jobs.end_attempt,
+        job.id,
+        "t",
+        1,
+        "w1",
+        JobState.ASSIGNED,
+        JobState.QUEUED,
+        AttemptEnd("lost", reason="lease expired"),
+        3.0,
+    )
     (second,) = write(db, jobs.assign, [(job.id, "L2")], "w2", 4.0)
     assert second.attempt == 2 and second.queued_at == 3.0
     assert write(db, jobs.start, job.id, "t", 1, "w1", 5.0) is None  # the old attempt is fenced
@@ -108,18 +129,23 @@ def test_cancel_only_from_the_expected_state(db: Database) -> None:
 
 def test_list_filters_and_cursor(db: Database) -> None:
     jobs = JobStore(db)
-    items = [(spec(tags={"arch": "arm64" if i % 2 else "x86_64"}, labels={"n": str(i)}),
-              "a" if i < 6 else "b") for i in range(10)]
+    items = [
+        (
+            spec(tags={"arch": "arm64" if i % 2 else "x86_64"}, labels={"n": str(i)}),
+            "a" if i < 6 else "b",
+        )
+        for i in range(10)
+    ]
     write(db, jobs.insert, items, 1.0)
-    page = db.read_now(jobs.list, JobFilter(limit=4))
+    page = db.read_now(jobs.find, JobFilter(limit=4))
     assert [j.id for j in page] == [10, 9, 8, 7]
-    nxt = db.read_now(jobs.list, JobFilter(limit=4, before_id=7))
+    nxt = db.read_now(jobs.find, JobFilter(limit=4, before_id=7))
     assert [j.id for j in nxt] == [6, 5, 4, 3]
-    arm_a = db.read_now(jobs.list, JobFilter(tenant="a", tags=(("arch", "arm64"),)))
+    arm_a = db.read_now(jobs.find, JobFilter(tenant="a", tags=(("arch", "arm64"),)))
     assert [j.id for j in arm_a] == [6, 4, 2]
-    labelled = db.read_now(jobs.list, JobFilter(labels=(("n", "3"),)))
+    labelled = db.read_now(jobs.find, JobFilter(labels=(("n", "3"),)))
     assert [j.id for j in labelled] == [4]
-    assert db.read_now(jobs.list, JobFilter(states=(JobState.RUNNING,))) == []
+    assert db.read_now(jobs.find, JobFilter(states=(JobState.RUNNING,))) == []
 
 
 def test_active_jobs_rebuild_memory(db: Database) -> None:
