@@ -10,11 +10,14 @@ A fleet of 2,000 workers (every tag set twice) offers its tag set plus a `host`
 tag unique to the worker, with free resources that fit any job. Each latency
 sample is one `consume()` by a random worker, timed with perf_counter_ns; after
 a consume that returns a job a new random job is added (outside the timed
-call), so the index keeps its size. Each size is warmed up first, so every
-worker's served-bucket set is already resolved.
+call), so the index keeps its size. At 1k jobs (about one per tag set) about
+half of the consumes find nothing for their worker; those misses are samples
+too (stderr shows the hit rate). Each size is warmed up first, so every
+worker's served-bucket set is already resolved: a worker's first consume,
+which resolves it by scanning every bucket, is not measured.
 
 `matches_per_s` is a loop of consumes by random workers on the 100k index
-without refill (it drains to about 80k), timed as a whole. `bytes_per_queued_job`
+without refill (it drains to 80k), timed as a whole. `bytes_per_queued_job`
 is the tracemalloc growth of an index built with 100k jobs inside the traced
 window, divided by 100k. The seed is fixed.
 """
