@@ -65,19 +65,20 @@ def status_of(exc: O11nError) -> int:
     return 500
 
 
-def scheduler_of(request: Request) -> Scheduler:
+async def scheduler_of(request: Request) -> Scheduler:
     """The scheduler serving this request."""
     sched: Scheduler = request.app.state.scheduler
     return sched
 
 
-def principal(
+async def principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     """Who is calling, from the bearer token."""
     token = credentials.credentials if credentials else None
-    return scheduler_of(request).tokens.authenticate(token)
+    sched: Scheduler = request.app.state.scheduler
+    return sched.tokens.authenticate(token)
 
 
 Caller = Annotated[Principal, Depends(principal)]

@@ -249,6 +249,7 @@ class Scheduler:
         except BaseException:
             for m in picks:
                 self.index.add(m.job_id, m.tenant, m.priority, m.tags, m.resources)
+                self.index.fairness.charge(m.tenant, -1.0)  # it was not served after all
             raise
         finally:
             worker.reserved = subtract(worker.reserved, taken)

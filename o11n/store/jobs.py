@@ -304,15 +304,17 @@ class JobStore:
     def _by_idempotency_key(
         self, conn: Connection, items: Sequence[tuple[JobSpec, str]]
     ) -> dict[tuple[str, str], int]:
-        keys = {spec.idempotency_key for spec, _ in items if spec.idempotency_key}
+        keys = {(tenant, spec.idempotency_key) for spec, tenant in items if spec.idempotency_key}
         if not keys:
             return {}
-        rows = conn.execute(
+        rows = conn.execute(  # both columns constrained: an index lookup, not a scan
             select(jobs.c.id, jobs.c.tenant, jobs.c.idempotency_key).where(
-                jobs.c.idempotency_key.in_(keys)
+                jobs.c.tenant.in_({t for t, _ in keys}),
+                jobs.c.idempotency_key.in_({k for _, k in keys}),
             )
         )
-        return {(r.tenant, r.idempotency_key): r.id for r in rows}
+        found = {(r.tenant, r.idempotency_key): r.id for r in rows}
+        return {pair: job_id for pair, job_id in found.items() if pair in keys}
 
     # -- reads ------------------------------------------------------------------
 
