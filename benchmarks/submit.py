@@ -9,7 +9,10 @@ synchronous=FULL: a submit is answered after its commit is fsynced), then:
   latency gives `single_p50_ms` and `single_p99_ms`;
 - batch: 20 batches of 500 jobs to /api/v1/jobs/batch, spread over 4 client
   threads with a connection each (5 batches per thread), after one warm-up batch;
-- sdk: 1,000 sequential `o11n.client.Client.submit` calls (after 50 warm-up).
+- sdk: 1,000 sequential `o11n.client.Client.submit` calls (after 50 warm-up);
+- single again on a second server started with `--sqlite-sync normal` (commits
+  reach the OS but are not fsynced: safe from kill -9, not from power loss),
+  reported with the suffix `_sync_normal`.
 
 Jobs per second are jobs over the wall time of each phase. The phases run in
 this order against one database, which grows to 16,250 jobs; a submit's cost
@@ -52,12 +55,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(data_dir: Path) -> Iterator[tuple[int, str]]:
+def running_server(data_dir: Path, *extra: str) -> Iterator[tuple[int, str]]:
     """A scheduler subprocess on a free port; yields (port, admin token); always stopped."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("O11N_")}
     command = [sys.executable, "-m", "o11n", "server", "--port", str(port), "--data"]
-    server = subprocess.Popen([*command, str(data_dir)], cwd=ROOT, env=env, stdout=sys.stderr)
+    command = [*command, str(data_dir), *extra]
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sys.stderr)
     try:
         wait_healthy(port, server)
         yield port, (data_dir / "admin-token").read_text().strip()
@@ -229,6 +233,12 @@ def main() -> None:
             figures |= phase(port, token, ids)
             print(f"{phase.__name__}: {figures}", file=sys.stderr)
         stored = stored_ids(port, token)
+    with (
+        tempfile.TemporaryDirectory(prefix="o11n-bench-") as tmp,
+        running_server(Path(tmp), "--sqlite-sync", "normal") as (port, token),
+    ):
+        normal = single_phase(port, token, [])
+    figures |= {f"{key}_sync_normal": value for key, value in normal.items()}
     assert len(set(ids)) == len(ids), "the server gave two submits the same id"
     assert sorted(stored) == sorted(ids), f"{len(ids)} jobs submitted, {len(stored)} stored"
     print(json.dumps({**figures, "jobs_verified": len(stored), "cores": os.cpu_count() or 1}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -10,6 +11,12 @@ import typer
 from o11n import __version__
 from o11n.cli import admin, jobs
 from o11n.errors import O11nError, Unavailable
+
+
+class SqliteSync(StrEnum):
+    full = "full"
+    normal = "normal"
+
 
 app = typer.Typer(
     name="o11n",
@@ -50,11 +57,17 @@ def server(
     db: str = typer.Option(None, help="postgresql://... to use PostgreSQL instead of SQLite."),
     lease_seconds: float = typer.Option(30.0, min=0.2, help="Lease length of an attempt."),
     log_level: str = typer.Option("warning", help="debug, info, warning or error."),
+    sqlite_sync: SqliteSync = typer.Option(
+        SqliteSync.full,
+        help="full: fsync every commit (survives power loss); normal: survives kill -9 only.",
+    ),
 ) -> None:
     """Run the scheduler."""
     from o11n.scheduler.server import ServerConfig, data_dir_default, serve
 
-    config = ServerConfig(data or data_dir_default(), host, port, db, lease_seconds, log_level)
+    config = ServerConfig(
+        data or data_dir_default(), host, port, db, lease_seconds, log_level, sqlite_sync.value
+    )
 
     def ready(url: str, _token: str) -> None:
         token_file = config.data_dir / "admin-token"

@@ -66,15 +66,18 @@ class EventHub:
         """Deliver a committed event."""
         for listener in self._listeners:
             listener(event)
-        self._fan_out(event.job_id, event.tenant, {"type": "event", **event.model_dump()})
+        watchers = self._watchers(event.job_id, event.tenant)
+        if watchers:
+            message = {"type": "event", **event.model_dump()}
+            for sub in watchers:
+                sub.offer(message)
 
     def publish_log(self, job_id: int, tenant: str, message: Message) -> None:
         """Deliver a stored log chunk to the job's watchers and its tenant's."""
-        self._fan_out(job_id, tenant, message)
-
-    def _fan_out(self, job_id: int, tenant: str, message: Message) -> None:
-        for sub in self._by_job.get(job_id, ()):
+        for sub in self._watchers(job_id, tenant):
             sub.offer(message)
-        for sub in self._subs:
-            if sub.tenant is None or sub.tenant == tenant:
-                sub.offer(message)
+
+    def _watchers(self, job_id: int, tenant: str) -> list[Subscription]:
+        found = list(self._by_job.get(job_id, ()))
+        found += [s for s in self._subs if s.tenant is None or s.tenant == tenant]
+        return found

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+import uvloop
 
 from o11n.scheduler.app import create_app
 from o11n.scheduler.auth import admin_token
@@ -29,6 +30,7 @@ class ServerConfig:
     db: str | None = None
     lease_seconds: float = 30.0
     log_level: str = "warning"
+    sqlite_sync: str = "full"
 
 
 def data_dir_default() -> Path:
@@ -40,7 +42,7 @@ def serve(config: ServerConfig, on_ready: Callable[[str, str], None] | None = No
     """Run the scheduler until SIGINT or SIGTERM."""
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     token = admin_token(config.data_dir)
-    db = Database(engine_url(config.db, config.data_dir))
+    db = Database(engine_url(config.db, config.data_dir), sqlite_sync=config.sqlite_sync)
     scheduler = Scheduler(db, token, lease_seconds=config.lease_seconds)
     app = create_app(scheduler)
     server = uvicorn.Server(
@@ -57,7 +59,8 @@ def serve(config: ServerConfig, on_ready: Callable[[str, str], None] | None = No
         )
     )
     try:
-        asyncio.run(_serve(server, config, token, on_ready))
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(_serve(server, config, token, on_ready))
     finally:
         db.close()
 

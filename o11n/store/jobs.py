@@ -22,6 +22,15 @@ from o11n.store.schema import attempts, events, job_meta, jobs
 
 SPEC_EXCLUDE = {"tenant", "name", "idempotency_key"}
 
+# Statements of the submit path, built once: building them per call cost more than running them.
+INSERT_JOBS = jobs.insert()
+INSERT_META = job_meta.insert()
+INSERT_EVENTS = events.insert()
+FIND_BY_KEYS = select(jobs.c.id, jobs.c.tenant, jobs.c.idempotency_key).where(
+    jobs.c.tenant.in_(bindparam("tenants", expanding=True)),  # both columns constrained:
+    jobs.c.idempotency_key.in_(bindparam("keys", expanding=True)),  # an index lookup
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Submitted:
@@ -114,9 +123,9 @@ class JobStore:
             order.append((job_id, True))
         made: dict[int, Event] = {}
         if rows:
-            conn.execute(jobs.insert(), rows)
+            conn.execute(INSERT_JOBS, rows)
             if meta:
-                conn.execute(job_meta.insert(), meta)
+                conn.execute(INSERT_META, meta)
             new_events = [_event_row(r["id"], r["tenant"], now, "queued") for r in rows]
             made = {e.job_id: e for e in self._append_events(conn, new_events)}
         return [Submitted(i, created, made[i] if created else None) for i, created in order]
@@ -289,7 +298,7 @@ class JobStore:
         for row in rows:
             row["id"] = self._next_event
             self._next_event += 1
-        conn.execute(events.insert(), rows)
+        conn.execute(INSERT_EVENTS, rows)
         return [
             Event.model_construct(
                 **{
@@ -307,11 +316,8 @@ class JobStore:
         keys = {(tenant, spec.idempotency_key) for spec, tenant in items if spec.idempotency_key}
         if not keys:
             return {}
-        rows = conn.execute(  # both columns constrained: an index lookup, not a scan
-            select(jobs.c.id, jobs.c.tenant, jobs.c.idempotency_key).where(
-                jobs.c.tenant.in_({t for t, _ in keys}),
-                jobs.c.idempotency_key.in_({k for _, k in keys}),
-            )
+        rows = conn.execute(
+            FIND_BY_KEYS, {"tenants": list({t for t, _ in keys}), "keys": [k for _, k in keys]}
         )
         found = {(r.tenant, r.idempotency_key): r.id for r in rows}
         return {pair: job_id for pair, job_id in found.items() if pair in keys}

@@ -233,3 +233,15 @@ def test_a_failing_write_does_not_fail_its_batch(db: Database) -> None:
     assert isinstance(failed, RuntimeError)
     assert db.read_now(jobs.count_by_state) == {"queued": 2}
     assert first[0].created and last[0].created  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("mode", "level"), [("full", 2), ("normal", 1)])
+def test_sqlite_sync_mode(tmp_path: object, mode: str, level: int) -> None:
+    from sqlalchemy import text
+
+    database = Database(f"sqlite:///{tmp_path}/s.db", sqlite_sync=mode)
+    try:
+        assert database.read_now(lambda c: c.execute(text("PRAGMA synchronous")).scalar()) == level
+        assert database.read_now(lambda c: c.execute(text("PRAGMA journal_mode")).scalar()) == "wal"
+    finally:
+        database.close()
