@@ -19,6 +19,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from o11n.errors import (
     Forbidden,
     LeaseExpired,
     NotFound,
+    NotRegistered,
     O11nError,
     Unauthorized,
     Unavailable,
@@ -41,6 +43,10 @@ from o11n.errors import (
 
 DEFAULT_SERVER = "http://127.0.0.1:8787"
 RETRY_STATUS = {502, 503, 504}
+CODES: dict[str, type[O11nError]] = {
+    "lease_expired": LeaseExpired,
+    "worker_not_registered": NotRegistered,
+}
 ERRORS: dict[int, type[O11nError]] = {
     400: BadRequest,
     401: Unauthorized,
@@ -52,6 +58,19 @@ ERRORS: dict[int, type[O11nError]] = {
 }
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential back-off with full jitter: retry n waits up to base * 2**(n-1), capped."""
+
+    base: float = 0.1
+    cap: float = 5.0
+    jitter: Callable[[], float] = random.random
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number `attempt` (1, 2, ...)."""
+        return float(self.jitter() * min(self.cap, self.base * 2 ** (attempt - 1)))
+
+
 class APIError(O11nError):
     """An error answer from the scheduler; `status` is the HTTP status."""
 
@@ -60,13 +79,14 @@ class APIError(O11nError):
         self.status, self.code = status, code
 
 
-def _raise_for(response: httpx.Response) -> None:
+def raise_for(response: httpx.Response) -> None:
+    """Raise the o11n error an error answer stands for."""
     try:
         error = response.json()["error"]
         code, message = str(error["code"]), str(error["message"])
     except (ValueError, KeyError, TypeError):
         code, message = "http_error", f"HTTP {response.status_code}: {response.text[:200]}"
-    base = LeaseExpired if code == "lease_expired" else ERRORS.get(response.status_code, O11nError)
+    base = CODES.get(code) or ERRORS.get(response.status_code, O11nError)
     raise type(base.__name__, (APIError, base), {})(response.status_code, code, message)
 
 
@@ -96,8 +116,8 @@ class Client:
     ) -> None:
         self.server = (server or os.environ.get("O11N_SERVER") or DEFAULT_SERVER).rstrip("/")
         self.token = token if token is not None else default_token()
-        self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
-        self._sleep, self._jitter = sleep, jitter
+        self.retries, self.backoff = retries, Backoff(backoff, max_backoff, jitter)
+        self._sleep = sleep
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
 
@@ -147,12 +167,12 @@ class Client:
                 raise Unavailable(f"cannot reach the scheduler at {self.server}: {failure}")
             self._sleep(self.delay(attempt))
         if response.status_code >= 400:
-            _raise_for(response)
+            raise_for(response)
         return response.json() if response.content else None
 
     def delay(self, attempt: int) -> float:
         """Back-off before retry number `attempt`: exponential, capped, with full jitter."""
-        return float(self._jitter() * min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
+        return self.backoff.delay(attempt)
 
     # -- jobs -------------------------------------------------------------------
 

@@ -37,6 +37,12 @@ class NotFound(O11nError):
     code = "not_found"
 
 
+class NotRegistered(NotFound):
+    """A worker the scheduler does not know (it restarted): the worker registers again."""
+
+    code = "worker_not_registered"
+
+
 class Conflict(O11nError):
     """The object is not in a state that allows this."""
 

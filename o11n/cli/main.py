@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from o11n import __version__
-from o11n.cli import admin, jobs
+from o11n.cli import admin, jobs, up, worker
 from o11n.errors import O11nError, Unavailable
 
 
@@ -31,6 +31,8 @@ app.add_typer(jobs.app, name="jobs")
 app.add_typer(admin.tenants, name="tenants")
 app.add_typer(admin.workers, name="workers")
 app.command("submit", context_settings={"allow_interspersed_args": False})(jobs.submit)
+app.command("worker")(worker.worker)
+app.command("up")(up.up)
 
 
 @app.callback()

@@ -14,7 +14,8 @@ from rich.table import Table
 
 from o11n.client import Client
 
-console = Console(highlight=False, soft_wrap=True)
+# Scripts and pipes get full cells, not cells cut to 80 columns.
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 JsonOption = typer.Option(False, "--json", help="Print JSON for scripts.")
 
 

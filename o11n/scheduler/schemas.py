@@ -133,6 +133,9 @@ class HeldAttempt(Model):
 
 class HeartbeatIn(Model):
     attempts: list[HeldAttempt] = Field(default_factory=list, max_length=4096)
+    wait: float = Field(
+        0.0, ge=0, le=60, description="Hold the answer up to this long unless there is news."
+    )
 
 
 class HeartbeatOut(Model):
@@ -154,6 +157,39 @@ class ResultIn(Model):
     )
     reason: Annotated[str, StringConstraints(max_length=4096)] | None = None
     started_at: float | None = None
+
+
+class AttemptResult(Model):
+    exit_code: int | None = Field(None, ge=-255, le=255)
+    signal: int | None = Field(None, ge=1, le=64)
+    kind: Literal["failure", "timeout", "error", "lost"] | None = Field(
+        None, description="Empty: judge by the exit code; lost: the worker gave the job up."
+    )
+    reason: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    started_at: float | None = None
+
+
+class AttemptReportIn(Model):
+    job_id: int = Field(ge=1, le=MAX_ID)
+    attempt: int = Field(ge=1, le=MAX_ATTEMPT)
+    lease_id: LeaseId
+    started_at: float | None = Field(None, description="Set when the command has started.")
+    result: AttemptResult | None = Field(None, description="Set when the attempt has ended.")
+
+
+class ReportsIn(Model):
+    reports: list[AttemptReportIn] = Field(min_length=1, max_length=1024)
+
+
+class ReportOut(Model):
+    job_id: int
+    ok: bool
+    state: JobState | None = None
+    message: str | None = None
+
+
+class ReportsOut(Model):
+    results: list[ReportOut]
 
 
 class ResultOut(Model):

@@ -20,7 +20,7 @@ from o11n.core.leases import Lease, LeaseBook
 from o11n.core.matching import Match, QueueIndex, ResourceKey, Tags, as_tags, subtract
 from o11n.core.retry import Outcome, after_attempt, classify_exit
 from o11n.core.states import JobState, transition
-from o11n.errors import Conflict, LeaseExpired, NotFound
+from o11n.errors import Conflict, LeaseExpired, NotFound, NotRegistered
 from o11n.scheduler.auth import TENANT, WORKER, Principal, TokenBook, hash_token, new_token
 from o11n.scheduler.hub import EventHub
 from o11n.scheduler.metrics import LEASE_EXPIRED, Metrics
@@ -44,7 +44,8 @@ class WorkerState:
     last_seen: float
     draining: bool = False
     reserved: ResourceKey = (0.0, 0, 0)  # taken off the index, not yet committed
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # new work: ends a lease poll
+    control: asyncio.Event = field(default_factory=asyncio.Event)  # ends a heartbeat poll
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,17 @@ class Report:
     kind: FailureKind | None = None  # None: judge by the exit code
     reason: str | None = None
     started_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptReport:
+    """A worker's news of one attempt: it started, it ended, or both."""
+
+    job_id: int
+    attempt: int
+    lease_id: str
+    started_at: float | None = None
+    result: Report | None = None
 
 
 class Scheduler:
@@ -127,6 +139,7 @@ class Scheduler:
                 await self._reaper
         for worker in self.workers.values():
             worker.wake.set()
+            worker.control.set()
 
     # -- tenants and tokens ---------------------------------------------------
 
@@ -187,6 +200,7 @@ class Scheduler:
         if old is not None:
             worker.draining = old.draining
             old.wake.set()
+            old.control.set()
         self.workers[name] = worker
         return worker
 
@@ -194,7 +208,7 @@ class Scheduler:
         """A registered worker, or NotFound (the worker should register again)."""
         worker = self.workers.get(name)
         if worker is None:
-            raise NotFound(f"worker {name!r} is not registered")
+            raise NotRegistered(f"worker {name!r} is not registered")
         return worker
 
     def free(self, worker: WorkerState) -> ResourceKey:
@@ -208,6 +222,7 @@ class Scheduler:
         worker = self.worker(name)
         worker.draining = True
         worker.wake.set()
+        worker.control.set()
 
     async def lease(self, name: str, max_jobs: int, wait: float) -> list[Grant]:
         """Up to `max_jobs` jobs for a worker, waiting up to `wait` seconds for one."""
@@ -273,27 +288,58 @@ class Scheduler:
             log.warning("%d picked jobs were no longer queued", len(picks) - len(assigned))
         return grants
 
-    def heartbeat(self, name: str, held: Sequence[tuple[int, int, str]]) -> list[int]:
-        """Renew the leases a worker still holds; returns the jobs it must stop."""
+    async def heartbeat(
+        self, name: str, held: Sequence[tuple[int, int, str]], wait: float = 0.0
+    ) -> tuple[list[int], bool]:
+        """Renew the leases a worker holds; answer the jobs it must stop and whether to drain.
+
+        With `wait`, the answer is held until there is something to stop, the worker
+        is drained, or `wait` seconds pass: the worker keeps one heartbeat open, and a
+        cancel reaches it at once.
+        """
         worker = self.worker(name)
+        worker.control.clear()
+        stop = self._renew(worker, held)
+        if not stop and not worker.draining and wait > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.control.wait(), wait)
+            stop = [
+                job_id
+                for job_id, attempt, lease_id in held
+                if self._held(job_id, attempt, lease_id) is None
+            ]
+        return stop, worker.draining
+
+    def _held(self, job_id: int, attempt: int, lease_id: str) -> Lease | None:
+        """The live, uncancelled lease a worker claims, or None."""
+        lease = self.leases.get(job_id)
+        if lease is None or (lease.attempt, lease.lease_id) != (attempt, lease_id):
+            return None
+        return None if lease.cancelled else lease
+
+    def _renew(self, worker: WorkerState, held: Sequence[tuple[int, int, str]]) -> list[int]:
+        name = worker.name
         worker.last_seen = self.clock()
         stop = []
         reported = set()
         for job_id, attempt, lease_id in held:
             reported.add(job_id)
-            lease = self.leases.get(job_id)
-            if (
-                lease is None
-                or (lease.attempt, lease.lease_id) != (attempt, lease_id)
-                or lease.cancelled
-            ):
+            lease = self._held(job_id, attempt, lease_id)
+            if lease is None:
                 stop.append(job_id)
             else:
                 self.leases.renew(lease)
         for lease in self.leases.of_worker(name):
             if lease.cancelled and lease.job_id not in reported:
-                self.leases.release(lease.job_id)  # the worker has stopped it
+                self._release(lease)  # the worker has stopped it
         return stop
+
+    def _release(self, lease: Lease) -> None:
+        """End a lease; its worker's free room may now fit more work."""
+        self.leases.release(lease.job_id)
+        worker = self.workers.get(lease.worker)
+        if worker is not None:
+            worker.wake.set()
 
     # -- attempts -------------------------------------------------------------
 
@@ -318,7 +364,7 @@ class Scheduler:
         """An attempt has ended; the job ends, or is queued for another attempt."""
         lease = self.leases.check(job_id, attempt, lease_id)
         if lease.cancelled:
-            self.leases.release(job_id)
+            self._release(lease)
             return JobState.CANCELLED
         kind = classify_exit(report.exit_code, report.kind)
         end = AttemptEnd(
@@ -328,6 +374,21 @@ class Scheduler:
         if state is None:
             raise LeaseExpired(f"job {job_id} attempt {attempt} lost its lease")
         return state
+
+    async def report(self, reports: Sequence[AttemptReport]) -> list[JobState | str]:
+        """Apply many workers' reports at once (they share commits); per report the
+        job's state after it, or why it was refused."""
+        return list(await asyncio.gather(*(self._report(r) for r in reports)))
+
+    async def _report(self, r: AttemptReport) -> JobState | str:
+        try:
+            if r.started_at is not None:
+                await self.started(r.job_id, r.attempt, r.lease_id, r.started_at)
+            if r.result is None:
+                return JobState.RUNNING
+            return await self.finished(r.job_id, r.attempt, r.lease_id, r.result)
+        except Conflict as exc:
+            return exc.message
 
     async def _end(self, lease: Lease, outcome: Outcome, end: AttemptEnd) -> JobState | None:
         previous = JobState.RUNNING if lease.running else JobState.ASSIGNED
@@ -346,7 +407,7 @@ class Scheduler:
         if event is None:
             return None
         if self.leases.get(lease.job_id) is lease:
-            self.leases.release(lease.job_id)
+            self._release(lease)
         if state is JobState.QUEUED:
             self._enqueue(lease.job_id, lease.tenant, lease.spec)
             for worker in self.workers.values():
@@ -360,7 +421,7 @@ class Scheduler:
         lost = [lease for lease in expired if not lease.cancelled]
         for lease in expired:
             if lease.cancelled:
-                self.leases.release(lease.job_id)
+                self._release(lease)
         await asyncio.gather(*(self._lose(lease) for lease in lost))
         return len(lost)
 
@@ -395,6 +456,8 @@ class Scheduler:
             if event is not None:
                 if lease is not None and self.leases.get(job_id) is lease:
                     lease.cancelled = True
+                    if lease.worker in self.workers:
+                        self.workers[lease.worker].control.set()
                 self.hub.publish(event)
                 return JobState.CANCELLED
             if removed:

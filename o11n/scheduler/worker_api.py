@@ -18,6 +18,9 @@ from o11n.scheduler.schemas import (
     LogAppend,
     LogAppended,
     Registered,
+    ReportOut,
+    ReportsIn,
+    ReportsOut,
     ResultIn,
     ResultOut,
     StartIn,
@@ -27,7 +30,7 @@ from o11n.scheduler.schemas import (
     WorkerName,
     WorkerOut,
 )
-from o11n.scheduler.service import Report, Scheduler, WorkerState
+from o11n.scheduler.service import AttemptReport, Report, Scheduler, WorkerState
 
 router = APIRouter(tags=["workers"])
 
@@ -103,8 +106,42 @@ async def heartbeat(name: WorkerName, body: HeartbeatIn, sched: Sched, who: Call
     """Renew the leases a worker holds; answers which jobs it must stop."""
     who.require(WORKER)
     held = [(a.job_id, a.attempt, a.lease_id) for a in body.attempts]
-    stop = sched.heartbeat(name, held)
-    return HeartbeatOut(stop=stop, drain=sched.worker(name).draining)
+    stop, drain = await sched.heartbeat(name, held, body.wait)
+    return HeartbeatOut(stop=stop, drain=drain)
+
+
+@router.post("/api/v1/workers/{name}/reports")
+async def reports(name: WorkerName, body: ReportsIn, sched: Sched, who: Caller) -> ReportsOut:
+    """Many attempts' starts and results in one call; each is accepted or refused alone."""
+    who.require(WORKER)
+    sched.worker(name).last_seen = sched.clock()
+    batch = [
+        AttemptReport(
+            r.job_id,
+            r.attempt,
+            r.lease_id,
+            r.started_at,
+            None
+            if r.result is None
+            else Report(
+                r.result.exit_code,
+                r.result.signal,
+                r.result.kind,
+                r.result.reason,
+                r.result.started_at,
+            ),
+        )
+        for r in body.reports
+    ]
+    answers = await sched.report(batch)
+    return ReportsOut(
+        results=[
+            ReportOut(job_id=r.job_id, ok=True, state=a)
+            if isinstance(a, JobState)
+            else ReportOut(job_id=r.job_id, ok=False, message=a)
+            for r, a in zip(body.reports, answers, strict=True)
+        ]
+    )
 
 
 @router.post("/api/v1/workers/{name}/drain")

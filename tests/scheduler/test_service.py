@@ -127,7 +127,7 @@ async def test_expired_lease_requeues_and_fences_the_late_report(
     assert new.attempt == 2
     with pytest.raises(LeaseExpired):
         await sched.finished(job_id, 1, old.lease_id, Report(7))
-    assert sched.heartbeat("w1", [(job_id, 1, old.lease_id)]) == [job_id]
+    assert (await sched.heartbeat("w1", [(job_id, 1, old.lease_id)]))[0] == [job_id]
     assert await sched.finished(job_id, 2, new.lease_id, Report(0)) is JobState.SUCCEEDED
     job = await sched.get_job(ADMIN, job_id)
     assert [(a.worker, a.outcome) for a in job.attempts] == [("w1", "lost"), ("w2", "succeeded")]
@@ -140,7 +140,7 @@ async def test_heartbeats_keep_a_lease(sched: Scheduler, clock: Clock) -> None:
     (grant,) = await sched.lease("w1", 1, wait=0)
     for _ in range(5):
         clock.now += 20
-        assert sched.heartbeat("w1", [(job_id, 1, grant.lease_id)]) == []
+        assert (await sched.heartbeat("w1", [(job_id, 1, grant.lease_id)]))[0] == []
         assert await sched.reap() == 0
 
 
@@ -165,7 +165,7 @@ async def test_cancel_queued_and_running(sched: Scheduler) -> None:
     assert await sched.cancel(ADMIN, running) is JobState.CANCELLED
     assert await sched.lease("w1", 1, wait=0) == []
     await sched.cancel(ADMIN, queued)
-    assert sched.heartbeat("w1", [(queued, 1, grant.lease_id)]) == [queued]
+    assert (await sched.heartbeat("w1", [(queued, 1, grant.lease_id)]))[0] == [queued]
     assert await sched.finished(queued, 1, grant.lease_id, Report(0)) is JobState.CANCELLED
     assert (await sched.get_job(ADMIN, queued)).state is JobState.CANCELLED
     with pytest.raises(InvalidTransition):
@@ -269,3 +269,63 @@ def _all():  # type: ignore[no-untyped-def]
 @pytest.fixture(autouse=True)
 def _no_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+
+
+async def test_a_waiting_heartbeat_returns_at_once_on_cancel(sched: Scheduler) -> None:
+    import asyncio
+
+    job_id = await submit(sched)
+    await sched.register("w1", {}, BIG)
+    (grant,) = await sched.lease("w1", 1, wait=0)
+    beat = asyncio.create_task(sched.heartbeat("w1", [(job_id, 1, grant.lease_id)], wait=30))
+    await asyncio.sleep(0.05)
+    assert not beat.done()
+    await sched.cancel(ADMIN, job_id)
+    assert await asyncio.wait_for(beat, 2) == ([job_id], False)
+
+
+async def test_a_waiting_heartbeat_returns_on_drain(sched: Scheduler) -> None:
+    import asyncio
+
+    await sched.register("w1", {}, BIG)
+    beat = asyncio.create_task(sched.heartbeat("w1", [], wait=30))
+    await asyncio.sleep(0.05)
+    sched.drain("w1")
+    assert await asyncio.wait_for(beat, 2) == ([], True)
+
+
+async def test_batched_reports_start_and_end_attempts(sched: Scheduler) -> None:
+    from o11n.scheduler.service import AttemptReport
+
+    ids = [await submit(sched) for _ in range(3)]
+    await sched.register("w1", {}, BIG)
+    grants = await sched.lease("w1", 3, wait=0)
+    reports = [AttemptReport(g.id, g.attempt, g.lease_id, 1.0, Report(0)) for g in grants]
+    reports.append(AttemptReport(ids[0], 1, "forged", 1.0, Report(0)))
+    answers = await sched.report(reports)
+    assert answers[:3] == [JobState.SUCCEEDED] * 3
+    assert isinstance(answers[3], str) and "no longer holds a lease" in answers[3]
+    events = await sched.events(ADMIN, ids[1])
+    assert [e.state for e in events] == ["queued", "assigned", "running", "succeeded"]
+
+
+async def test_a_lost_report_requeues_the_job(sched: Scheduler) -> None:
+    job_id = await submit(sched)
+    await sched.register("w1", {}, BIG)
+    (grant,) = await sched.lease("w1", 1, wait=0)
+    report = Report(None, kind="lost", reason="worker drained")
+    assert await sched.finished(job_id, 1, grant.lease_id, report) is JobState.QUEUED
+
+
+async def test_a_finished_job_wakes_its_full_workers_poll(sched: Scheduler) -> None:
+    import asyncio
+
+    first, second = await submit(sched), await submit(sched)
+    await sched.register("w1", {}, (1.0, 2**30, 0))
+    (grant,) = await sched.lease("w1", 5, wait=0)
+    waiting = asyncio.create_task(sched.lease("w1", 5, wait=30))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # full: nothing fits
+    await sched.finished(grant.id, 1, grant.lease_id, Report(0))
+    (next_grant,) = await asyncio.wait_for(waiting, 2)
+    assert {grant.id, next_grant.id} == {first, second}

@@ -1,0 +1,80 @@
+"""`o11n worker`: run a worker agent on this machine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import tempfile
+from pathlib import Path
+
+import typer
+import uvloop
+
+from o11n.cli.output import pairs
+from o11n.client import DEFAULT_SERVER, default_token
+from o11n.core.units import parse_size
+from o11n.errors import BadRequest
+from o11n.worker import host
+from o11n.worker.agent import WorkerConfig, run_worker
+from o11n.worker.api import WorkerApi
+
+
+def worker(
+    ctx: typer.Context,
+    server: str = typer.Option(None, help="Scheduler URL [default: $O11N_SERVER]."),
+    token: str = typer.Option(None, help="Worker or admin token [default: $O11N_TOKEN]."),
+    name: str = typer.Option(None, help="Worker name [default: the host name]."),
+    tag: list[str] = typer.Option(
+        None, "--tag", "-t", help="Extra tag KEY=VALUE (arch and os are detected)."
+    ),
+    cpus: float = typer.Option(None, min=0.01, help="Cores to offer [default: all]."),
+    memory: str = typer.Option(None, help="Memory to offer, e.g. 8G [default: all]."),
+    gpus: int = typer.Option(0, min=0, help="GPUs to offer."),
+    workdir: Path = typer.Option(None, help="Where attempts run [default: a temp folder]."),
+    keep_workdirs: bool = typer.Option(False, help="Keep each attempt's folder afterwards."),
+    kill_grace: float = typer.Option(10.0, min=0, help="Seconds between SIGTERM and SIGKILL."),
+    drain_timeout: float = typer.Option(
+        600.0, min=0, help="On SIGTERM, seconds to let running jobs finish before stopping them."
+    ),
+    log_level: str = typer.Option("warning", help="debug, info, warning or error."),
+) -> None:
+    """Run a worker: register, pull jobs, run them (needs no open port)."""
+    obj = ctx.obj or {}
+    worker_name = name or host.hostname()
+    try:
+        offered = parse_size(memory) if memory else host.memory_bytes()
+    except BadRequest as exc:
+        raise typer.BadParameter(exc.message, param_hint="--memory") from None
+    config = WorkerConfig(
+        name=worker_name,
+        tags={**host.default_tags(), **pairs(tag, "tag")},
+        cpus=cpus or float(host.cores()),
+        memory=offered,
+        gpus=gpus,
+        workdir=workdir or Path(tempfile.gettempdir()) / f"o11n-{worker_name}",
+        keep_workdirs=keep_workdirs,
+        kill_grace=kill_grace,
+        drain_timeout=drain_timeout,
+    )
+    url = server or obj.get("server") or DEFAULT_SERVER
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s worker %(message)s")
+    api_token = token or obj.get("token") or default_token()
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_main(WorkerApi(url, api_token), config))
+
+
+async def _main(api: WorkerApi, config: WorkerConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = {"count": 0}
+
+    def on_signal() -> None:
+        signals["count"] += 1
+        if signals["count"] > 1:
+            raise SystemExit(1)  # a second signal: stop now
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    await run_worker(api, config, stop)

@@ -1,0 +1,202 @@
+"""The worker agent: register, long-poll for jobs, run them, keep their leases, report.
+
+Three loops share one connection pool: the lease loop asks for as many jobs as
+the scheduler will fit; the heartbeat loop keeps one heartbeat open (it renews
+the leases and brings cancels and drain at once); the reporter sends the
+starts and results of all attempts in batches. Every call retries until the
+scheduler answers, so a scheduler restart is a pause: jobs run on, and their
+logs and results land when it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from o11n.core.jobs import JobSpec
+from o11n.worker.api import WorkerApi
+from o11n.worker.executor import Attempt, Ended, ProcessExecutor
+from o11n.worker.logs import LogShipper
+from o11n.worker.reports import Reporter
+
+log = logging.getLogger(__name__)
+MAX_JOBS_PER_POLL = 64
+LEASE_POLL_SECONDS = 20.0
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """A worker's identity, what it offers, and how it runs jobs."""
+
+    name: str
+    tags: dict[str, str]
+    cpus: float
+    memory: int
+    gpus: int
+    workdir: Path
+    keep_workdirs: bool = False
+    kill_grace: float = 10.0
+    drain_timeout: float = 600.0
+
+
+@dataclass
+class Running:
+    """An attempt this worker holds."""
+
+    job_id: int
+    attempt: int
+    lease_id: str
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    stop_reason: str = ""
+
+    def halt(self, reason: str) -> None:
+        """Stop the attempt's command (SIGTERM, then SIGKILL after the grace period)."""
+        if not self.stop.is_set():
+            self.stop_reason = reason
+            self.stop.set()
+
+
+class Agent:
+    """One worker: runs until drained (by SIGTERM or `o11n workers drain`)."""
+
+    def __init__(self, api: WorkerApi, config: WorkerConfig) -> None:
+        self.api = api
+        self.config = config
+        self.executor = ProcessExecutor(
+            config.workdir, keep_workdirs=config.keep_workdirs, kill_grace=config.kill_grace
+        )
+        self.reporter = Reporter(api, config.name, self._lost)
+        self.running: dict[int, Running] = {}
+        self.heartbeat_seconds = 10.0
+        self.draining = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        api.on_unregistered = self.register
+
+    async def register(self) -> None:
+        """Tell the scheduler who this worker is and what it offers."""
+        c = self.config
+        body = {"name": c.name, "tags": c.tags, "cpu": c.cpus, "memory": c.memory, "gpu": c.gpus}
+        self.api.on_unregistered = None  # a scheduler that forgets us mid-register: retry
+        try:
+            answer = await self.api.call("/api/v1/workers/register", body)
+        finally:
+            self.api.on_unregistered = self.register
+        self.heartbeat_seconds = float(answer["heartbeat_seconds"])
+        log.info("registered as %s with %s", c.name, self.api.server)
+
+    async def run(self) -> None:
+        """Work until drained, then wait for running attempts (up to the drain timeout)."""
+        await self.register()
+        loops = [
+            asyncio.create_task(self._lease_loop()),
+            asyncio.create_task(self._heartbeat_loop()),
+            asyncio.create_task(self.reporter.run()),
+        ]
+        try:
+            await self.draining.wait()
+            await self._finish_running()
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+
+    def drain(self) -> None:
+        """Take no new work; finish what runs."""
+        if not self.draining.is_set():
+            log.info("draining: %d jobs running", len(self.running))
+        self.draining.set()
+
+    async def _finish_running(self) -> None:
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=self.config.drain_timeout)
+            for running in self.running.values():
+                running.halt(f"worker {self.config.name} drained: past its drain timeout")
+            if late:
+                await asyncio.wait(late)
+        await self.reporter.flush()
+
+    async def _lease_loop(self) -> None:
+        body = {"max_jobs": MAX_JOBS_PER_POLL, "wait": LEASE_POLL_SECONDS}
+        path = f"/api/v1/workers/{self.config.name}/lease"
+        while not self.draining.is_set():
+            answer = await self.api.call(path, body, wait=LEASE_POLL_SECONDS)
+            for grant in answer["jobs"]:
+                self._start(grant)
+
+    def _start(self, grant: dict[str, Any]) -> None:
+        running = Running(grant["id"], grant["attempt"], grant["lease_id"])
+        self.running[running.job_id] = running
+        task = asyncio.create_task(
+            self._run_attempt(running, JobSpec.model_validate(grant["spec"]))
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_attempt(self, running: Running, spec: JobSpec) -> None:
+        attempt = Attempt(running.job_id, running.attempt, self.config.name, spec)
+        logs = LogShipper(self.api, running.job_id, running.attempt, running.lease_id)
+        try:
+            ended = await self.executor.run(
+                attempt,
+                logs,
+                running.stop,
+                on_start=lambda at: self.reporter.started(running, at),
+            )
+        except Exception as exc:  # the executor itself failed: say so, do not vanish
+            log.exception("attempt %s/%s failed to run", running.job_id, running.attempt)
+            ended = Ended(None, None, "error", f"worker error: {exc}", None, time.time())
+        finally:
+            await logs.close()
+        if running.stop_reason and ended.kind == "lost":
+            ended = dataclasses.replace(ended, reason=running.stop_reason)
+        try:
+            await self.reporter.finished(running, ended)
+        finally:
+            self.running.pop(running.job_id, None)
+
+    async def _heartbeat_loop(self) -> None:
+        path = f"/api/v1/workers/{self.config.name}/heartbeat"
+        while True:
+            held = [
+                {"job_id": r.job_id, "attempt": r.attempt, "lease_id": r.lease_id}
+                for r in self.running.values()
+            ]
+            wait = 0.0 if self.draining.is_set() else self.heartbeat_seconds
+            answer = await self.api.call(path, {"attempts": held, "wait": wait}, wait=wait)
+            for job_id in answer["stop"]:
+                self._lost(job_id)
+            if answer["drain"]:
+                self.drain()
+            if wait == 0.0:
+                await asyncio.sleep(self.heartbeat_seconds)
+
+    def _lost(self, job_id: int) -> None:
+        """The scheduler says this attempt must stop (cancelled, or its lease is gone)."""
+        running = self.running.get(job_id)
+        if running is not None and not running.stop.is_set():
+            log.info("stopping job %s: cancelled or lease lost", job_id)
+            running.halt("cancelled, or the lease was lost")
+
+
+async def run_worker(api: WorkerApi, config: WorkerConfig, stop: asyncio.Event) -> None:
+    """Run an agent until `stop` is set (a signal) or the scheduler drains it."""
+    agent = Agent(api, config)
+
+    async def drain_on_stop() -> None:
+        await stop.wait()
+        agent.drain()
+
+    watcher = asyncio.create_task(drain_on_stop())
+    try:
+        await agent.run()
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await api.close()

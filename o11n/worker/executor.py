@@ -1,0 +1,201 @@
+"""The process executor: one attempt as a process group in a fresh work directory.
+
+The command runs in its own session (so signals reach the whole tree through
+its process group) and dies with the worker (PR_SET_PDEATHSIG), so a worker
+killed with SIGKILL leaves no job process running that the scheduler would
+hand to another worker. A timeout or a stop sends SIGTERM to the group, then
+SIGKILL after the grace period; when the command exits, whatever it left
+behind in its group is killed too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from o11n.core.jobs import JobSpec
+
+READ_SIZE = 64 * 1024
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True) if os.name == "posix" else None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What the executor needs to know of the attempt it runs."""
+
+    job_id: int
+    number: int
+    worker: str
+    spec: JobSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """How an attempt's command ended."""
+
+    exit_code: int | None
+    signal: int | None
+    kind: str | None  # None: judge by exit code; timeout; error (could not start)
+    reason: str | None
+    started_at: float | None
+    ended_at: float
+
+
+class Output(Protocol):
+    """Where an attempt's output goes (the log shipper)."""
+
+    async def write(self, stream: str, data: bytes) -> None: ...
+
+
+def die_with_parent() -> None:
+    """In a child between fork and exec: be killed when the parent dies."""
+    if _libc is not None:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def command_argv(command: list[str] | str) -> list[str]:
+    """An argv list runs as is; a string is a script for `sh -e`."""
+    return ["/bin/sh", "-e", "-c", command] if isinstance(command, str) else list(command)
+
+
+def job_env(attempt: Attempt) -> dict[str, str]:
+    """The worker's environment without its own O11N_* settings, the job's env, and O11N_*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("O11N_")}
+    env.update(attempt.spec.env)
+    env.update(
+        O11N_JOB_ID=str(attempt.job_id),
+        O11N_ATTEMPT=str(attempt.number),
+        O11N_WORKER=attempt.worker,
+        O11N_CPUS=f"{max(1, round(attempt.spec.resources.cpu))}",
+    )
+    return env
+
+
+class ProcessExecutor:
+    """Runs attempts as local processes."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        keep_workdirs: bool = False,
+        kill_grace: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.workdir = workdir
+        self.keep_workdirs = keep_workdirs
+        self.kill_grace = kill_grace
+        self.clock = clock
+
+    async def run(
+        self,
+        attempt: Attempt,
+        logs: Output,
+        stop: asyncio.Event,
+        on_start: Callable[[float], None],
+    ) -> Ended:
+        """Run the attempt to its end, a timeout or a stop; output goes to `logs`."""
+        cwd = self.workdir / f"job-{attempt.job_id}-{attempt.number}"
+        shutil.rmtree(cwd, ignore_errors=True)
+        cwd.mkdir(parents=True)
+        try:
+            return await self._run_in(cwd, attempt, logs, stop, on_start)
+        finally:
+            if not self.keep_workdirs:
+                shutil.rmtree(cwd, ignore_errors=True)
+
+    async def _run_in(
+        self,
+        cwd: Path,
+        attempt: Attempt,
+        logs: Output,
+        stop: asyncio.Event,
+        on_start: Callable[[float], None],
+    ) -> Ended:
+        argv = command_argv(attempt.spec.command)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=cwd,
+                env=job_env(attempt),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
+        except OSError as exc:
+            return Ended(
+                None,
+                None,
+                "error",
+                f"cannot run {argv[0]!r}: {exc.strerror or exc}",
+                None,
+                self.clock(),
+            )
+        started_at = self.clock()
+        on_start(started_at)
+        readers = [
+            asyncio.create_task(_pump(proc.stdout, "stdout", logs)),
+            asyncio.create_task(_pump(proc.stderr, "stderr", logs)),
+        ]
+        kind, reason = await self._wait(proc, attempt.spec.timeout, stop)
+        _kill_group(proc.pid, signal.SIGKILL)  # what the command left behind
+        await asyncio.gather(*readers)
+        code = proc.returncode
+        sig = -code if code is not None and code < 0 else None
+        exit_code = 128 + sig if sig is not None else code
+        return Ended(exit_code, sig, kind, reason, started_at, self.clock())
+
+    async def _wait(
+        self, proc: asyncio.subprocess.Process, timeout: float, stop: asyncio.Event
+    ) -> tuple[str | None, str | None]:
+        exited = asyncio.ensure_future(proc.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {exited, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stopped.cancel()
+        if exited in done:
+            return None, None
+        kind, reason = (
+            ("lost", "stopped by the worker")
+            if stopped in done
+            else ("timeout", f"timed out after {timeout:g}s")
+        )
+        await self._terminate(proc, exited)
+        return kind, reason
+
+    async def _terminate(
+        self, proc: asyncio.subprocess.Process, exited: asyncio.Future[int]
+    ) -> None:
+        _kill_group(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(exited), self.kill_grace)
+        except TimeoutError:
+            _kill_group(proc.pid, signal.SIGKILL)
+            await exited
+
+
+async def _pump(stream: asyncio.StreamReader | None, name: str, logs: Output) -> None:
+    if stream is None:
+        return
+    while data := await stream.read(READ_SIZE):
+        await logs.write(name, data)
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)

@@ -1,0 +1,27 @@
+"""What a worker offers by default: this machine's name, cores, memory, arch and OS."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+
+
+def hostname() -> str:
+    """This machine's host name."""
+    return socket.gethostname() or "worker"
+
+
+def cores() -> int:
+    """Cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def memory_bytes() -> int:
+    """Physical memory of this machine."""
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def default_tags() -> dict[str, str]:
+    """`arch` (x86_64, aarch64, ...) and `os` (linux, darwin, ...)."""
+    return {"arch": platform.machine() or "unknown", "os": platform.system().lower() or "unknown"}
