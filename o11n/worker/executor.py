@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from o11n.core.jobs import JobSpec
 
@@ -124,8 +124,8 @@ class ProcessExecutor:
     ) -> Ended:
         argv = command_argv(attempt.spec.command)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
+            proc, exited = await _spawn(
+                argv,
                 cwd=cwd,
                 env=job_env(attempt),
                 stdin=asyncio.subprocess.DEVNULL,
@@ -149,7 +149,7 @@ class ProcessExecutor:
             asyncio.create_task(_pump(proc.stdout, "stdout", logs)),
             asyncio.create_task(_pump(proc.stderr, "stderr", logs)),
         ]
-        kind, reason = await self._wait(proc, attempt.spec.timeout, stop)
+        kind, reason = await self._wait(proc, exited, attempt.spec.timeout, stop)
         _kill_group(proc.pid, signal.SIGKILL)  # what the command left behind
         await asyncio.gather(*readers)
         code = proc.returncode
@@ -158,13 +158,16 @@ class ProcessExecutor:
         return Ended(exit_code, sig, kind, reason, started_at, self.clock())
 
     async def _wait(
-        self, proc: asyncio.subprocess.Process, timeout: float, stop: asyncio.Event
+        self,
+        proc: asyncio.subprocess.Process,
+        exited: asyncio.Future[None],
+        timeout: float,
+        stop: asyncio.Event,
     ) -> tuple[str | None, str | None]:
-        exited = asyncio.ensure_future(proc.wait())
-        stopped = asyncio.ensure_future(stop.wait())
+        stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         try:
             done, _ = await asyncio.wait(
-                {exited, stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                [exited, stopped], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             stopped.cancel()
@@ -179,7 +182,7 @@ class ProcessExecutor:
         return kind, reason
 
     async def _terminate(
-        self, proc: asyncio.subprocess.Process, exited: asyncio.Future[int]
+        self, proc: asyncio.subprocess.Process, exited: asyncio.Future[None]
     ) -> None:
         _kill_group(proc.pid, signal.SIGTERM)
         try:
@@ -187,6 +190,28 @@ class ProcessExecutor:
         except TimeoutError:
             _kill_group(proc.pid, signal.SIGKILL)
             await exited
+
+
+class _Watched(asyncio.subprocess.SubprocessStreamProtocol):
+    """Resolves `exited` when the process exits, even while its pipes are still open
+    (Process.wait() waits for the pipes too, which a background child may hold)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=READ_SIZE, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+async def _spawn(
+    argv: list[str], **options: Any
+) -> tuple[asyncio.subprocess.Process, asyncio.Future[None]]:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.subprocess_exec(lambda: _Watched(loop), *argv, **options)
+    return asyncio.subprocess.Process(transport, protocol, loop), protocol.exited
 
 
 async def _pump(stream: asyncio.StreamReader | None, name: str, logs: Output) -> None:
