@@ -55,8 +55,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(data_dir: Path, *extra: str) -> Iterator[tuple[int, str]]:
-    """A scheduler subprocess on a free port; yields (port, admin token); always stopped."""
+def running_server(data_dir: Path, *extra: str) -> Iterator[tuple[int, str, int]]:
+    """A scheduler subprocess on a free port; yields (port, admin token, pid); always stopped."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("O11N_")}
     command = [sys.executable, "-m", "o11n", "server", "--port", str(port), "--data"]
@@ -64,7 +64,7 @@ def running_server(data_dir: Path, *extra: str) -> Iterator[tuple[int, str]]:
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sys.stderr)
     try:
         wait_healthy(port, server)
-        yield port, (data_dir / "admin-token").read_text().strip()
+        yield port, (data_dir / "admin-token").read_text().strip(), server.pid
     finally:
         server.terminate()
         try:

@@ -254,13 +254,16 @@ class Client:
                             return
                         if message["type"] == "event":
                             since = message["id"]
-                        logs = (logs and message["type"] != "event") or logs
+                        elif message["type"] == "log":
+                            log_after = (message["attempt"], message["seq"])
                         yield message
+                problem = "the stream closed before the job ended"
             except (OSError, ConnectionClosedError, InvalidStatus, TimeoutError) as exc:
-                failures += 1
-                if failures > self.retries:
-                    raise Unavailable(f"lost the watch on job {job_id}: {exc}") from exc
-                self._sleep(self.delay(failures))
+                problem = str(exc) or type(exc).__name__
+            failures += 1
+            if failures > self.retries:
+                raise Unavailable(f"lost the watch on job {job_id}: {problem}")
+            self._sleep(self.delay(failures))
 
     def _ws_url(self, path: str, **params: Any) -> str:
         query = str(

@@ -39,6 +39,11 @@ class EventHub:
         self._by_job: dict[int, set[Subscription]] = {}
         self._listeners: list[Listener] = []
 
+    def close(self) -> None:
+        """Tell every watcher the stream ends here (the server is stopping)."""
+        for sub in [*self._subs, *(s for subs in self._by_job.values() for s in subs)]:
+            sub.offer({"type": "closing"})
+
     def listen(self, listener: Listener) -> None:
         """Call `listener` with every event (metrics, reports)."""
         self._listeners.append(listener)

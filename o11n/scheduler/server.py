@@ -60,13 +60,14 @@ def serve(config: ServerConfig, on_ready: Callable[[str, str], None] | None = No
     )
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(_serve(server, config, token, on_ready))
+            runner.run(_serve(server, scheduler, config, token, on_ready))
     finally:
         db.close()
 
 
 async def _serve(
     server: uvicorn.Server,
+    scheduler: Scheduler,
     config: ServerConfig,
     token: str,
     on_ready: Callable[[str, str], None] | None,
@@ -76,6 +77,9 @@ async def _serve(
         await asyncio.sleep(0.02)
     if server.started and on_ready is not None:
         on_ready(f"http://{config.host}:{server_port(server, config)}", token)
+    while not server.should_exit and not task.done():
+        await asyncio.sleep(0.05)
+    scheduler.close_polls()  # long-polls would hold the graceful shutdown up
     await task
 
 

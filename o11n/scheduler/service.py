@@ -110,6 +110,7 @@ class Scheduler:
         self.workers: dict[str, WorkerState] = {}
         self.tenants: dict[str, TenantRow] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self.closing = False
 
     # -- life cycle -----------------------------------------------------------
 
@@ -131,15 +132,21 @@ class Scheduler:
         self.metrics.load_counts(self.db.read_now(self.jobs.count_by_state))
         self._reaper = asyncio.create_task(self._reap_forever())
 
+    def close_polls(self) -> None:
+        """The server is shutting down: answer every long-poll and watcher now."""
+        self.closing = True
+        for worker in self.workers.values():
+            worker.wake.set()
+            worker.control.set()
+        self.hub.close()
+
     async def stop(self) -> None:
         """Stop the reaper and release long-polling workers."""
+        self.close_polls()
         if self._reaper:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
-        for worker in self.workers.values():
-            worker.wake.set()
-            worker.control.set()
 
     # -- tenants and tokens ---------------------------------------------------
 
@@ -231,7 +238,7 @@ class Scheduler:
         deadline = time.monotonic() + wait
         while True:
             worker.wake.clear()
-            if worker.draining or self.workers.get(name) is not worker:
+            if worker.draining or self.closing or self.workers.get(name) is not worker:
                 return []
             grants = await self._dispatch(worker, max_jobs)
             remaining = deadline - time.monotonic()
@@ -300,7 +307,7 @@ class Scheduler:
         worker = self.worker(name)
         worker.control.clear()
         stop = self._renew(worker, held)
-        if not stop and not worker.draining and wait > 0:
+        if not stop and not worker.draining and not self.closing and wait > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(worker.control.wait(), wait)
             stop = [
@@ -360,8 +367,13 @@ class Scheduler:
         self.leases.renew(lease)
         self.hub.publish(event)
 
-    async def finished(self, job_id: int, attempt: int, lease_id: str, report: Report) -> JobState:
-        """An attempt has ended; the job ends, or is queued for another attempt."""
+    async def finished(
+        self, job_id: int, attempt: int, lease_id: str, report: Report, started: bool = False
+    ) -> JobState:
+        """An attempt has ended; the job ends, or is queued for another attempt.
+
+        `started`: it also started since the last report; both are recorded in one write.
+        """
         lease = self.leases.check(job_id, attempt, lease_id)
         if lease.cancelled:
             self._release(lease)
@@ -370,7 +382,8 @@ class Scheduler:
         end = AttemptEnd(
             kind or "succeeded", report.exit_code, report.signal, report.reason, report.started_at
         )
-        state = await self._end(lease, Outcome(kind, report.exit_code, report.reason), end)
+        outcome = Outcome(kind, report.exit_code, report.reason)
+        state = await self._end(lease, outcome, end, started and not lease.running)
         if state is None:
             raise LeaseExpired(f"job {job_id} attempt {attempt} lost its lease")
         return state
@@ -382,18 +395,22 @@ class Scheduler:
 
     async def _report(self, r: AttemptReport) -> JobState | str:
         try:
-            if r.started_at is not None:
-                await self.started(r.job_id, r.attempt, r.lease_id, r.started_at)
             if r.result is None:
+                if r.started_at is not None:
+                    await self.started(r.job_id, r.attempt, r.lease_id, r.started_at)
                 return JobState.RUNNING
-            return await self.finished(r.job_id, r.attempt, r.lease_id, r.result)
+            both = r.started_at is not None  # a short job: started and ended since last time
+            return await self.finished(r.job_id, r.attempt, r.lease_id, r.result, started=both)
         except Conflict as exc:
             return exc.message
 
-    async def _end(self, lease: Lease, outcome: Outcome, end: AttemptEnd) -> JobState | None:
+    async def _end(
+        self, lease: Lease, outcome: Outcome, end: AttemptEnd, started: bool = False
+    ) -> JobState | None:
         previous = JobState.RUNNING if lease.running else JobState.ASSIGNED
-        state = transition(previous, after_attempt(lease.spec.retry, lease.attempt, outcome))
-        event = await self.db.write(
+        last = transition(previous, JobState.RUNNING) if started else previous
+        state = transition(last, after_attempt(lease.spec.retry, lease.attempt, outcome))
+        events = await self.db.write(
             self.jobs.end_attempt,
             lease.job_id,
             lease.tenant,
@@ -403,8 +420,9 @@ class Scheduler:
             state,
             end,
             self.clock(),
+            started,
         )
-        if event is None:
+        if events is None:
             return None
         if self.leases.get(lease.job_id) is lease:
             self._release(lease)
@@ -412,7 +430,8 @@ class Scheduler:
             self._enqueue(lease.job_id, lease.tenant, lease.spec)
             for worker in self.workers.values():
                 worker.wake.set()
-        self.hub.publish(event)
+        for event in events:
+            self.hub.publish(event)
         return state
 
     async def reap(self) -> int:

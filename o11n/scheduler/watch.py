@@ -86,8 +86,12 @@ async def _stream_job(
         finished = True
     while not finished:
         message = await sub.queue.get()
-        if sub.overflowed:
-            await ws.close(CLOSE_TRY_AGAIN, "watcher fell behind; reconnect with since")
+        if sub.overflowed or message["type"] == "closing":
+            await ws.close(
+                CLOSE_TRY_AGAIN,
+                "reconnect with since: "
+                + ("the server is restarting" if message["type"] == "closing" else "fell behind"),
+            )
             return
         if message["type"] == "event":
             if message["id"] <= last_event:
@@ -148,9 +152,9 @@ async def watch_all(ws: WebSocket, since: EventIdQuery = 0, tenant: str | None =
 async def _stream_tenant(ws: WebSocket, sub: Subscription, last: int) -> None:
     while True:
         message: dict[str, Any] = await sub.queue.get()
-        if sub.overflowed:
+        if sub.overflowed or message["type"] == "closing":
             with contextlib.suppress(RuntimeError):
-                await ws.close(CLOSE_TRY_AGAIN, "watcher fell behind; reconnect with since")
+                await ws.close(CLOSE_TRY_AGAIN, "reconnect with since")
             return
         if message["type"] != "event" or message["id"] <= last:
             continue

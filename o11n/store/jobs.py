@@ -224,8 +224,13 @@ class JobStore:
         state: JobState,
         end: AttemptEnd,
         now: float,
-    ) -> Event | None:
-        """Close an attempt and move its job on; None if the attempt no longer holds the job."""
+        started: bool = False,
+    ) -> list[Event] | None:
+        """Close an attempt and move its job on; None if the attempt no longer holds the job.
+
+        `started`: the attempt started and ended since its last report (a short job):
+        record both, a `running` event then the final one, in this one write.
+        """
         moved = conn.execute(
             jobs.update()
             .where(
@@ -256,14 +261,26 @@ class JobStore:
                 **({"started_at": end.started_at} if end.started_at else {}),
             )
         )
-        return self._append_events(
-            conn,
-            [
+        rows = [
+            _event_row(
+                job_id, tenant, now, state.value, previous.value, attempt, worker, end.reason
+            )
+        ]
+        if started:
+            rows[0]["previous"] = JobState.RUNNING.value
+            rows.insert(
+                0,
                 _event_row(
-                    job_id, tenant, now, state.value, previous.value, attempt, worker, end.reason
-                )
-            ],
-        )[0]
+                    job_id,
+                    tenant,
+                    end.started_at or now,
+                    "running",
+                    previous.value,
+                    attempt,
+                    worker,
+                ),
+            )
+        return self._append_events(conn, rows)
 
     def cancel(
         self,

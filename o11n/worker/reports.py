@@ -19,6 +19,7 @@ from o11n.worker.executor import Ended
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 1024
+START_DELAY = 0.05  # seconds
 
 
 class Held(Protocol):
@@ -40,9 +41,10 @@ class Reporter:
         self._idle.set()
 
     def started(self, held: Held, at: float) -> None:
-        """The attempt's command has started."""
+        """The attempt's command has started (told a moment later: a short job's start
+        then travels with its result, as one entry)."""
         self._entry(held)["started_at"] = at
-        self._kick.set()
+        asyncio.get_running_loop().call_later(START_DELAY, self._kick.set)
 
     async def finished(self, held: Held, ended: Ended) -> None:
         """The attempt has ended; returns once the scheduler has the result."""

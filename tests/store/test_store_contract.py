@@ -74,7 +74,7 @@ def test_an_attempt_runs_and_ends_once(db: Database) -> None:
     event = write(
         db, jobs.end_attempt, job.id, "t", 1, "w1", JobState.RUNNING, JobState.FAILED, end, 4.0
     )
-    assert event is not None and event.previous == "running"
+    assert event is not None and [(e.previous, e.state) for e in event] == [("running", "failed")]
     again = write(
         db,
         jobs.end_attempt,
@@ -245,3 +245,29 @@ def test_sqlite_sync_mode(tmp_path: object, mode: str, level: int) -> None:
         assert database.read_now(lambda c: c.execute(text("PRAGMA journal_mode")).scalar()) == "wal"
     finally:
         database.close()
+
+
+def test_a_short_attempt_starts_and_ends_in_one_write(db: Database) -> None:
+    jobs = JobStore(db)
+    (job,) = write(db, jobs.insert, [(spec(), "t")], 1.0)
+    write(db, jobs.assign, [(job.id, "L1")], "w1", 2.0)
+    end = AttemptEnd("succeeded", exit_code=0, started_at=2.5)
+    events = write(
+        db,
+        jobs.end_attempt,
+        job.id,
+        "t",
+        1,
+        "w1",
+        JobState.ASSIGNED,
+        JobState.SUCCEEDED,
+        end,
+        3.0,
+        True,
+    )
+    assert [(e.previous, e.state, e.at) for e in events] == [
+        ("assigned", "running", 2.5),
+        ("running", "succeeded", 3.0),
+    ]
+    stored = db.read_now(jobs.get, job.id)
+    assert stored.attempts[0].started_at == 2.5 and stored.state is JobState.SUCCEEDED

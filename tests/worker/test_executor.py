@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -112,10 +113,27 @@ async def test_stop_ends_the_attempt_as_lost(tmp_path: Path) -> None:
     assert ended.kind == "lost" and ended.signal == signal.SIGTERM
 
 
-async def test_a_missing_program_is_an_error(tmp_path: Path) -> None:
-    ended, _ = await run(tmp_path, attempt(["/no/such/program"]))
-    assert ended.kind == "error" and "cannot run '/no/such/program'" in (ended.reason or "")
+@pytest.mark.parametrize(
+    ("program", "why"),
+    [
+        ("/no/such/program", "No such file"),
+        ("no-such-command-x", "command not found"),
+        ("/etc/os-release", "Permission denied"),
+        ("./missing.sh", "No such file"),
+    ],
+)
+async def test_a_program_that_cannot_run_is_an_error(
+    tmp_path: Path, program: str, why: str
+) -> None:
+    ended, _ = await run(tmp_path, attempt([program]))
+    assert ended.kind == "error" and f"cannot run {program!r}: {why}" in (ended.reason or "")
     assert ended.started_at is None
+
+
+async def test_the_command_dies_with_the_worker(tmp_path: Path) -> None:
+    from o11n.worker.executor import DEATH_GUARD
+
+    assert DEATH_GUARD[:3] == [shutil.which("setpriv"), "--pdeathsig", "KILL"]
 
 
 async def test_leftover_background_processes_are_killed(tmp_path: Path) -> None:
@@ -135,9 +153,3 @@ def _alive(pid: int) -> bool:
             return False  # a zombie waiting for its (now gone) parent's reaper
         time.sleep(0.05)
     return True
-
-
-async def test_runs_on_uvloop_like_the_worker() -> None:
-    import uvloop
-
-    assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
