@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip install --disable-pip-version-check -q
 
-.PHONY: install install-test run lint types test check bench
+.PHONY: install install-test run up lint types test check bench
 
 install:  ## the package and the `o11n` command
 	$(PIP) -e .
@@ -12,6 +12,9 @@ install-test:  ## the package plus what the tests, linters and benchmarks need
 
 run: install  ## a scheduler on ./.o11n (SQLite)
 	o11n server
+
+up: install  ## a scheduler and one local worker per core, on ./.o11n
+	o11n up
 
 lint:
 	ruff check o11n tests benchmarks
@@ -30,3 +33,4 @@ bench: install-test  ## every benchmark; each prints one JSON object
 	$(PYTHON) -m benchmarks.dispatch
 	$(PYTHON) -m benchmarks.fairness
 	$(PYTHON) -m benchmarks.submit
+	$(PYTHON) -m benchmarks.e2e
