@@ -26,7 +26,7 @@ from o11n.scheduler.hub import EventHub
 from o11n.scheduler.metrics import LEASE_EXPIRED, Metrics
 from o11n.store.accounts import AccountStore, TenantRow, TokenRow
 from o11n.store.database import Database
-from o11n.store.jobs import AttemptEnd, JobFilter, JobStore, Submitted
+from o11n.store.jobs import AttemptEnd, EndRow, JobFilter, JobStore, StartRow, Submitted
 from o11n.store.logs import LogChunk, LogStore
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,39 @@ class AttemptReport:
     lease_id: str
     started_at: float | None = None
     result: Report | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """An attempt to end: its lease, how it went, and whether it also just started."""
+
+    lease: Lease
+    outcome: Outcome
+    end: AttemptEnd
+    started: bool = False
+
+    def row(self, state: JobState) -> EndRow:
+        """The store's record of this ending, moving the job to `state`."""
+        lease = self.lease
+        previous = JobState.RUNNING if lease.running else JobState.ASSIGNED
+        return EndRow(
+            lease.job_id,
+            lease.tenant,
+            lease.attempt,
+            lease.worker,
+            previous,
+            state,
+            self.end,
+            self.started,
+        )
+
+
+def _ending(lease: Lease, report: Report, started: bool) -> Ending:
+    kind = classify_exit(report.exit_code, report.kind)
+    end = AttemptEnd(
+        kind or "succeeded", report.exit_code, report.signal, report.reason, report.started_at
+    )
+    return Ending(lease, Outcome(kind, report.exit_code, report.reason), end, started)
 
 
 class Scheduler:
@@ -355,17 +388,10 @@ class Scheduler:
         lease = self.leases.check(job_id, attempt, lease_id)
         if lease.cancelled:
             raise Conflict(f"job {job_id} was cancelled")
-        if lease.running:
-            return
-        transition(JobState.ASSIGNED, JobState.RUNNING)
-        event = await self.db.write(
-            self.jobs.start, job_id, lease.tenant, attempt, lease.worker, self.clock(), at
-        )
-        if event is None:
-            raise LeaseExpired(f"job {job_id} attempt {attempt} lost its lease")
-        lease.running = True
-        self.leases.renew(lease)
-        self.hub.publish(event)
+        if not lease.running:
+            (ok,) = await self._start_many([(lease, at)])
+            if not ok:
+                raise LeaseExpired(f"job {job_id} attempt {attempt} lost its lease")
 
     async def finished(
         self, job_id: int, attempt: int, lease_id: str, report: Report, started: bool = False
@@ -378,52 +404,80 @@ class Scheduler:
         if lease.cancelled:
             self._release(lease)
             return JobState.CANCELLED
-        kind = classify_exit(report.exit_code, report.kind)
-        end = AttemptEnd(
-            kind or "succeeded", report.exit_code, report.signal, report.reason, report.started_at
-        )
-        outcome = Outcome(kind, report.exit_code, report.reason)
-        state = await self._end(lease, outcome, end, started and not lease.running)
+        (state,) = await self._end_many([_ending(lease, report, started and not lease.running)])
         if state is None:
             raise LeaseExpired(f"job {job_id} attempt {attempt} lost its lease")
         return state
 
     async def report(self, reports: Sequence[AttemptReport]) -> list[JobState | str]:
-        """Apply many workers' reports at once (they share commits); per report the
-        job's state after it, or why it was refused."""
-        return list(await asyncio.gather(*(self._report(r) for r in reports)))
-
-    async def _report(self, r: AttemptReport) -> JobState | str:
-        try:
-            if r.result is None:
-                if r.started_at is not None:
-                    await self.started(r.job_id, r.attempt, r.lease_id, r.started_at)
-                return JobState.RUNNING
-            both = r.started_at is not None  # a short job: started and ended since last time
-            return await self.finished(r.job_id, r.attempt, r.lease_id, r.result, started=both)
-        except Conflict as exc:
-            return exc.message
-
-    async def _end(
-        self, lease: Lease, outcome: Outcome, end: AttemptEnd, started: bool = False
-    ) -> JobState | None:
-        previous = JobState.RUNNING if lease.running else JobState.ASSIGNED
-        last = transition(previous, JobState.RUNNING) if started else previous
-        state = transition(last, after_attempt(lease.spec.retry, lease.attempt, outcome))
-        events = await self.db.write(
-            self.jobs.end_attempt,
-            lease.job_id,
-            lease.tenant,
-            lease.attempt,
-            lease.worker,
-            previous,
-            state,
-            end,
-            self.clock(),
-            started,
+        """Apply a batch of starts and results in one commit; per report the job's state
+        after it, or why it was refused."""
+        answers: list[JobState | str] = [JobState.RUNNING] * len(reports)
+        starts: list[tuple[int, Lease, float | None]] = []
+        ends: list[tuple[int, Ending]] = []
+        for i, r in enumerate(reports):
+            try:
+                lease = self.leases.check(r.job_id, r.attempt, r.lease_id)
+            except Conflict as exc:
+                answers[i] = exc.message
+                continue
+            if lease.cancelled:
+                if r.result is not None:
+                    self._release(lease)  # the worker has stopped it
+                answers[i] = JobState.CANCELLED
+            elif r.result is not None:
+                both = r.started_at is not None and not lease.running
+                ends.append((i, _ending(lease, r.result, both)))
+            elif r.started_at is not None and not lease.running:
+                starts.append((i, lease, r.started_at))
+        started, ended = await asyncio.gather(
+            self._start_many([(lease, at) for _, lease, at in starts]),
+            self._end_many([ending for _, ending in ends]),
         )
-        if events is None:
-            return None
+        for (i, lease, _), ok in zip(starts, started, strict=True):
+            answers[i] = JobState.RUNNING if ok else f"job {lease.job_id} lost its lease"
+        for (i, ending), state in zip(ends, ended, strict=True):
+            answers[i] = state if state is not None else f"job {ending.lease.job_id} lost its lease"
+        return answers
+
+    async def _start_many(self, starts: list[tuple[Lease, float | None]]) -> list[bool]:
+        if not starts:
+            return []
+        for _ in starts:
+            transition(JobState.ASSIGNED, JobState.RUNNING)
+        rows = [
+            StartRow(lease.job_id, lease.tenant, lease.attempt, lease.worker, at)
+            for lease, at in starts
+        ]
+        events = await self.db.write(self.jobs.start_many, rows, self.clock())
+        for (lease, _), event in zip(starts, events, strict=True):
+            if event is not None:
+                lease.running = True
+                self.leases.renew(lease)
+                self.hub.publish(event)
+        return [event is not None for event in events]
+
+    async def _end_many(self, endings: list[Ending]) -> list[JobState | None]:
+        """Record how attempts ended, in one write; per attempt the job's new state, or
+        None if the attempt no longer held its job (an expiry or a cancel came first)."""
+        if not endings:
+            return []
+        rows = [e.row(self._next_state(e)) for e in endings]
+        results = await self.db.write(self.jobs.end_many, rows, self.clock())
+        states: list[JobState | None] = []
+        for ending, row, events in zip(endings, rows, results, strict=True):
+            states.append(None if events is None else row.state)
+            if events is not None:
+                self._ended(ending.lease, row.state, events)
+        return states
+
+    def _next_state(self, ending: Ending) -> JobState:
+        lease = ending.lease
+        previous = JobState.RUNNING if lease.running else JobState.ASSIGNED
+        last = transition(previous, JobState.RUNNING) if ending.started else previous
+        return transition(last, after_attempt(lease.spec.retry, lease.attempt, ending.outcome))
+
+    def _ended(self, lease: Lease, state: JobState, events: list[Event]) -> None:
         if self.leases.get(lease.job_id) is lease:
             self._release(lease)
         if state is JobState.QUEUED:
@@ -432,7 +486,6 @@ class Scheduler:
                 worker.wake.set()
         for event in events:
             self.hub.publish(event)
-        return state
 
     async def reap(self) -> int:
         """End attempts whose lease ran out; returns how many."""
@@ -441,12 +494,14 @@ class Scheduler:
         for lease in expired:
             if lease.cancelled:
                 self._release(lease)
-        await asyncio.gather(*(self._lose(lease) for lease in lost))
+        endings = []
+        for lease in lost:
+            reason = f"{LEASE_EXPIRED}: worker {lease.worker} stopped reporting"
+            endings.append(
+                Ending(lease, Outcome("lost", None, reason), AttemptEnd("lost", reason=reason))
+            )
+        await self._end_many(endings)
         return len(lost)
-
-    async def _lose(self, lease: Lease) -> None:
-        reason = f"{LEASE_EXPIRED}: worker {lease.worker} stopped reporting"
-        await self._end(lease, Outcome("lost", None, reason), AttemptEnd("lost", reason=reason))
 
     async def _reap_forever(self) -> None:
         while True:

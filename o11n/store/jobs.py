@@ -26,6 +26,56 @@ SPEC_EXCLUDE = {"tenant", "name", "idempotency_key"}
 INSERT_JOBS = jobs.insert()
 INSERT_META = job_meta.insert()
 INSERT_EVENTS = events.insert()
+HEADS = select(jobs.c.id, jobs.c.attempt, jobs.c.state).where(
+    jobs.c.id.in_(bindparam("ids", expanding=True))
+)
+START_JOBS = (
+    jobs.update()
+    .where(jobs.c.id == bindparam("b_id"))
+    .values(state=JobState.RUNNING.value, updated_at=bindparam("b_now"))
+)
+START_ATTEMPTS = (
+    attempts.update()
+    .where(attempts.c.job_id == bindparam("b_id"), attempts.c.number == bindparam("b_attempt"))
+    .values(state="running", started_at=bindparam("b_started"))
+)
+END_JOBS = (
+    jobs.update()
+    .where(jobs.c.id == bindparam("b_id"))
+    .values(
+        state=bindparam("b_state"),
+        exit_code=bindparam("b_exit"),
+        reason=bindparam("b_reason"),
+        updated_at=bindparam("b_now"),
+        finished_at=bindparam("b_finished"),
+    )
+)
+END_ATTEMPTS = (
+    attempts.update()
+    .where(attempts.c.job_id == bindparam("b_id"), attempts.c.number == bindparam("b_attempt"))
+    .values(
+        state="ended",
+        ended_at=bindparam("b_now"),
+        exit_code=bindparam("b_exit"),
+        signal=bindparam("b_signal"),
+        outcome=bindparam("b_outcome"),
+        reason=bindparam("b_reason"),
+        started_at=func.coalesce(bindparam("b_started"), attempts.c.started_at),
+    )
+)
+ASSIGN_FIND = select(
+    jobs.c.id, jobs.c.tenant, jobs.c.name, jobs.c.spec, jobs.c.attempt, jobs.c.updated_at
+).where(jobs.c.id.in_(bindparam("ids", expanding=True)), jobs.c.state == JobState.QUEUED.value)
+ASSIGN_JOBS = (
+    jobs.update()
+    .where(jobs.c.id == bindparam("b_id"))
+    .values(
+        state=JobState.ASSIGNED.value,
+        attempt=bindparam("b_attempt"),
+        updated_at=bindparam("b_now"),
+    )
+)
+INSERT_ATTEMPTS = attempts.insert()
 FIND_BY_KEYS = select(jobs.c.id, jobs.c.tenant, jobs.c.idempotency_key).where(
     jobs.c.tenant.in_(bindparam("tenants", expanding=True)),  # both columns constrained:
     jobs.c.idempotency_key.in_(bindparam("keys", expanding=True)),  # an index lookup
@@ -64,6 +114,31 @@ class AttemptEnd:
     signal: int | None = None
     reason: str | None = None
     started_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StartRow:
+    """An assigned attempt whose command has started."""
+
+    job_id: int
+    tenant: str
+    attempt: int
+    worker: str
+    started_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class EndRow:
+    """An attempt that ended, and the state its job moves to from `previous`."""
+
+    job_id: int
+    tenant: str
+    attempt: int
+    worker: str
+    previous: JobState
+    state: JobState
+    end: AttemptEnd
+    started: bool = False  # it also started since the last report
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,27 +210,13 @@ class JobStore:
     ) -> list[Assigned]:
         """Move queued jobs to `worker` under new leases; jobs no longer queued are skipped."""
         lease_ids = dict(picks)
-        found = conn.execute(
-            select(
-                jobs.c.id,
-                jobs.c.tenant,
-                jobs.c.name,
-                jobs.c.spec,
-                jobs.c.attempt,
-                jobs.c.updated_at,
-            ).where(jobs.c.id.in_(lease_ids), jobs.c.state == JobState.QUEUED.value)
-        ).all()
+        found = conn.execute(ASSIGN_FIND, {"ids": list(lease_ids)}).all()
         if not found:
             return []
-        updates = [{"b_id": r.id, "b_attempt": r.attempt + 1} for r in found]
+        updates = [{"b_id": r.id, "b_attempt": r.attempt + 1, "b_now": now} for r in found]
+        conn.execute(ASSIGN_JOBS, updates)
         conn.execute(
-            jobs.update()
-            .where(jobs.c.id == bindparam("b_id"))
-            .values(state=JobState.ASSIGNED.value, attempt=bindparam("b_attempt"), updated_at=now),
-            updates,
-        )
-        conn.execute(
-            attempts.insert(),
+            INSERT_ATTEMPTS,
             [
                 {
                     "job_id": r.id,
@@ -182,105 +243,62 @@ class JobStore:
             for r, ev in zip(found, evs, strict=True)
         ]
 
-    def start(
-        self,
-        conn: Connection,
-        job_id: int,
-        tenant: str,
-        attempt: int,
-        worker: str,
-        now: float,
-        started_at: float | None = None,
-    ) -> Event | None:
-        """Record that an assigned attempt has started; None if it no longer holds the job."""
-        moved = conn.execute(
-            jobs.update()
-            .where(
-                jobs.c.id == job_id,
-                jobs.c.attempt == attempt,
-                jobs.c.state == JobState.ASSIGNED.value,
+    def start_many(
+        self, conn: Connection, rows: Sequence[StartRow], now: float
+    ) -> list[Event | None]:
+        """Record that assigned attempts have started; None for one that no longer holds
+        its job."""
+        holds = self._holding(conn, [(r.job_id, r.attempt, JobState.ASSIGNED) for r in rows])
+        valid = [r for r, held in zip(rows, holds, strict=True) if held]
+        if valid:
+            conn.execute(START_JOBS, [{"b_id": r.job_id, "b_now": now} for r in valid])
+            conn.execute(
+                START_ATTEMPTS,
+                [
+                    {"b_id": r.job_id, "b_attempt": r.attempt, "b_started": r.started_at or now}
+                    for r in valid
+                ],
             )
-            .values(state=JobState.RUNNING.value, updated_at=now)
+        events = self._append_events(
+            conn,
+            [
+                _event_row(r.job_id, r.tenant, now, "running", "assigned", r.attempt, r.worker)
+                for r in valid
+            ],
         )
-        if moved.rowcount == 0:
-            return None
-        conn.execute(
-            attempts.update()
-            .where(attempts.c.job_id == job_id, attempts.c.number == attempt)
-            .values(state="running", started_at=started_at or now)
-        )
-        return self._append_events(
-            conn, [_event_row(job_id, tenant, now, "running", "assigned", attempt, worker)]
-        )[0]
+        made = {e.job_id: e for e in events}
+        return [made.get(r.job_id) if held else None for r, held in zip(rows, holds, strict=True)]
 
-    def end_attempt(
-        self,
-        conn: Connection,
-        job_id: int,
-        tenant: str,
-        attempt: int,
-        worker: str,
-        previous: JobState,
-        state: JobState,
-        end: AttemptEnd,
-        now: float,
-        started: bool = False,
-    ) -> list[Event] | None:
-        """Close an attempt and move its job on; None if the attempt no longer holds the job.
+    def end_many(
+        self, conn: Connection, rows: Sequence[EndRow], now: float
+    ) -> list[list[Event] | None]:
+        """Close attempts and move their jobs on, in one go; None for an attempt that no
+        longer holds its job. A row with `started` also records the start (a short job:
+        a `running` event, then the final one)."""
+        holds = self._holding(conn, [(r.job_id, r.attempt, r.previous) for r in rows])
+        valid = [r for r, held in zip(rows, holds, strict=True) if held]
+        if valid:
+            conn.execute(END_JOBS, [_end_job_params(r, now) for r in valid])
+            conn.execute(END_ATTEMPTS, [_end_attempt_params(r, now) for r in valid])
+        events = self._append_events(conn, [e for r in valid for e in _end_events(r, now)])
+        made: dict[int, list[Event]] = {}
+        for event in events:
+            made.setdefault(event.job_id, []).append(event)
+        return [made.get(r.job_id) if held else None for r, held in zip(rows, holds, strict=True)]
 
-        `started`: the attempt started and ended since its last report (a short job):
-        record both, a `running` event then the final one, in this one write.
-        """
-        moved = conn.execute(
-            jobs.update()
-            .where(
-                jobs.c.id == job_id,
-                jobs.c.attempt == attempt,
-                jobs.c.state == previous.value,
-            )
-            .values(
-                state=state.value,
-                exit_code=end.exit_code,
-                reason=end.reason,
-                updated_at=now,
-                finished_at=now if state in TERMINAL else None,
-            )
-        )
-        if moved.rowcount == 0:
-            return None
-        conn.execute(
-            attempts.update()
-            .where(attempts.c.job_id == job_id, attempts.c.number == attempt)
-            .values(
-                state="ended",
-                ended_at=now,
-                exit_code=end.exit_code,
-                signal=end.signal,
-                outcome=end.outcome,
-                reason=end.reason,
-                **({"started_at": end.started_at} if end.started_at else {}),
-            )
-        )
-        rows = [
-            _event_row(
-                job_id, tenant, now, state.value, previous.value, attempt, worker, end.reason
-            )
-        ]
-        if started:
-            rows[0]["previous"] = JobState.RUNNING.value
-            rows.insert(
-                0,
-                _event_row(
-                    job_id,
-                    tenant,
-                    end.started_at or now,
-                    "running",
-                    previous.value,
-                    attempt,
-                    worker,
-                ),
-            )
-        return self._append_events(conn, rows)
+    def _holding(self, conn: Connection, claims: Sequence[tuple[int, int, JobState]]) -> list[bool]:
+        """Per claim (id, attempt, state): is the job still in that attempt and state?
+        Of two claims on one job only the first can hold."""
+        if not claims:
+            return []
+        ids = [job_id for job_id, _, _ in claims]
+        found = {r.id: (r.attempt, r.state) for r in conn.execute(HEADS, {"ids": ids})}
+        holds = []
+        for job_id, attempt, state in claims:
+            holds.append(found.get(job_id) == (attempt, state.value))
+            if holds[-1]:
+                del found[job_id]
+        return holds
 
     def cancel(
         self,
@@ -312,6 +330,8 @@ class JobStore:
         )[0]
 
     def _append_events(self, conn: Connection, rows: list[dict[str, Any]]) -> list[Event]:
+        if not rows:
+            return []
         for row in rows:
             row["id"] = self._next_event
             self._next_event += 1
@@ -434,6 +454,49 @@ class JobStore:
         """How many jobs are in each state."""
         rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state))
         return {state: int(count) for state, count in rows}
+
+
+def _end_job_params(r: EndRow, now: float) -> dict[str, Any]:
+    return {
+        "b_id": r.job_id,
+        "b_state": r.state.value,
+        "b_exit": r.end.exit_code,
+        "b_reason": r.end.reason,
+        "b_now": now,
+        "b_finished": now if r.state in TERMINAL else None,
+    }
+
+
+def _end_attempt_params(r: EndRow, now: float) -> dict[str, Any]:
+    return {
+        "b_id": r.job_id,
+        "b_attempt": r.attempt,
+        "b_now": now,
+        "b_exit": r.end.exit_code,
+        "b_signal": r.end.signal,
+        "b_outcome": r.end.outcome,
+        "b_reason": r.end.reason,
+        "b_started": r.end.started_at,
+    }
+
+
+def _end_events(r: EndRow, now: float) -> list[dict[str, Any]]:
+    final = _event_row(
+        r.job_id, r.tenant, now, r.state.value, r.previous.value, r.attempt, r.worker, r.end.reason
+    )
+    if not r.started:
+        return [final]
+    final["previous"] = JobState.RUNNING.value
+    start = _event_row(
+        r.job_id,
+        r.tenant,
+        r.end.started_at or now,
+        "running",
+        r.previous.value,
+        r.attempt,
+        r.worker,
+    )
+    return [start, final]
 
 
 def _job_row(job_id: int, spec: JobSpec, tenant: str, now: float) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from o11n.core.jobs import JobSpec
 from o11n.core.states import JobState
 from o11n.store.accounts import AccountStore
 from o11n.store.database import Database
-from o11n.store.jobs import AttemptEnd, JobFilter, JobStore
+from o11n.store.jobs import AttemptEnd, EndRow, JobFilter, JobStore, StartRow
 from o11n.store.logs import LogChunk, LogStore
 from o11n.store.migrations import MIGRATIONS, current_version
 
@@ -69,25 +69,15 @@ def test_an_attempt_runs_and_ends_once(db: Database) -> None:
     (assigned,) = write(db, jobs.assign, [(job.id, "L1")], "w1", 2.0)
     assert assigned.attempt == 1 and assigned.queued_at == 1.0
     assert write(db, jobs.assign, [(job.id, "L2")], "w2", 2.5) == []  # not queued any more
-    assert write(db, jobs.start, job.id, "t", 1, "w1", 3.0) is not None
+    assert write(db, jobs.start_many, [StartRow(job.id, "t", 1, "w1", None)], 3.0)[0] is not None
     end = AttemptEnd("failure", exit_code=3)
-    event = write(
-        db, jobs.end_attempt, job.id, "t", 1, "w1", JobState.RUNNING, JobState.FAILED, end, 4.0
+    row = EndRow(job.id, "t", 1, "w1", JobState.RUNNING, JobState.FAILED, end)
+    (events,) = write(db, jobs.end_many, [row], 4.0)
+    assert [(e.previous, e.state) for e in events] == [("running", "failed")]
+    success = EndRow(
+        job.id, "t", 1, "w1", JobState.RUNNING, JobState.SUCCEEDED, AttemptEnd("succeeded", 0)
     )
-    assert event is not None and [(e.previous, e.state) for e in event] == [("running", "failed")]
-    again = write(
-        db,
-        jobs.end_attempt,
-        job.id,
-        "t",
-        1,
-        "w1",
-        JobState.RUNNING,
-        JobState.SUCCEEDED,
-        AttemptEnd("succeeded", exit_code=0),
-        5.0,
-    )
-    assert again is None
+    assert write(db, jobs.end_many, [success], 5.0) == [None]
     stored = db.read_now(jobs.get, job.id)
     assert stored.state is JobState.FAILED and stored.exit_code == 3
     assert stored.finished_at == 4.0
@@ -100,21 +90,13 @@ def test_requeue_starts_a_new_attempt(db: Database) -> None:
     jobs = JobStore(db)
     (job,) = write(db, jobs.insert, [(spec(), "t")], 1.0)
     write(db, jobs.assign, [(job.id, "L1")], "w1", 2.0)
-    write(
-        db,
-        jobs.end_attempt,
-        job.id,
-        "t",
-        1,
-        "w1",
-        JobState.ASSIGNED,
-        JobState.QUEUED,
-        AttemptEnd("lost", reason="lease expired"),
-        3.0,
-    )
+    lost = AttemptEnd("lost", reason="lease expired")
+    row = EndRow(job.id, "t", 1, "w1", JobState.ASSIGNED, JobState.QUEUED, lost)
+    write(db, jobs.end_many, [row], 3.0)
     (second,) = write(db, jobs.assign, [(job.id, "L2")], "w2", 4.0)
     assert second.attempt == 2 and second.queued_at == 3.0
-    assert write(db, jobs.start, job.id, "t", 1, "w1", 5.0) is None  # the old attempt is fenced
+    stale = StartRow(job.id, "t", 1, "w1", None)
+    assert write(db, jobs.start_many, [stale], 5.0) == [None]  # the old attempt is fenced
     stored = db.read_now(jobs.get, job.id)
     assert [a.outcome for a in stored.attempts] == ["lost", None]
 
@@ -252,22 +234,27 @@ def test_a_short_attempt_starts_and_ends_in_one_write(db: Database) -> None:
     (job,) = write(db, jobs.insert, [(spec(), "t")], 1.0)
     write(db, jobs.assign, [(job.id, "L1")], "w1", 2.0)
     end = AttemptEnd("succeeded", exit_code=0, started_at=2.5)
-    events = write(
-        db,
-        jobs.end_attempt,
-        job.id,
-        "t",
-        1,
-        "w1",
-        JobState.ASSIGNED,
-        JobState.SUCCEEDED,
-        end,
-        3.0,
-        True,
-    )
+    row = EndRow(job.id, "t", 1, "w1", JobState.ASSIGNED, JobState.SUCCEEDED, end, started=True)
+    (events,) = write(db, jobs.end_many, [row], 3.0)
     assert [(e.previous, e.state, e.at) for e in events] == [
         ("assigned", "running", 2.5),
         ("running", "succeeded", 3.0),
     ]
     stored = db.read_now(jobs.get, job.id)
     assert stored.attempts[0].started_at == 2.5 and stored.state is JobState.SUCCEEDED
+
+
+def test_ends_in_one_batch_are_fenced_one_by_one(db: Database) -> None:
+    jobs = JobStore(db)
+    done = write(db, jobs.insert, [(spec(), "t") for _ in range(3)], 1.0)
+    write(db, jobs.assign, [(d.id, f"L{d.id}") for d in done], "w1", 2.0)
+    ok = AttemptEnd("succeeded", exit_code=0)
+    rows = [
+        EndRow(done[0].id, "t", 1, "w1", JobState.ASSIGNED, JobState.SUCCEEDED, ok),
+        EndRow(done[1].id, "t", 2, "w1", JobState.ASSIGNED, JobState.SUCCEEDED, ok),  # stale
+        EndRow(done[2].id, "t", 1, "w1", JobState.RUNNING, JobState.SUCCEEDED, ok),  # wrong state
+        EndRow(done[0].id, "t", 1, "w1", JobState.ASSIGNED, JobState.FAILED, ok),  # twice
+    ]
+    results = write(db, jobs.end_many, rows, 3.0)
+    assert [r is not None for r in results] == [True, False, False, False]
+    assert db.read_now(jobs.count_by_state) == {"succeeded": 1, "assigned": 2}
