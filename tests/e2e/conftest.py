@@ -1,0 +1,54 @@
+"""Factories for whole-system runs: real schedulers and workers, always cleaned up."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.servers import ServerProcess, WorkerProcess
+
+StartServer = Callable[..., ServerProcess]
+StartWorker = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[StartServer]:
+    """Start `o11n server`s (short leases by default); all are stopped afterwards."""
+    started: list[ServerProcess] = []
+
+    def start(lease_seconds: float = 3.0, **options: Any) -> ServerProcess:
+        server = ServerProcess(
+            tmp_path / f"data-{len(started)}", lease_seconds=lease_seconds, **options
+        )
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[StartWorker]:
+    """Start `o11n worker`s; afterwards each, and every job process it left, is killed."""
+    started: list[WorkerProcess] = []
+
+    def start(server: ServerProcess, name: str, **options: Any) -> WorkerProcess:
+        worker = WorkerProcess(server, name, tmp_path / "workers", **options)
+        started.append(worker)
+        return worker.start()
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> Path:
+    """A folder that jobs and the test both see (for PID files and marks)."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    return folder
