@@ -136,6 +136,7 @@ class HeartbeatIn(Model):
     wait: float = Field(
         0.0, ge=0, le=60, description="Hold the answer up to this long unless there is news."
     )
+    draining: bool = Field(False, description="The worker is stopping: give it no more work.")
 
 
 class HeartbeatOut(Model):

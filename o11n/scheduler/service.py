@@ -12,7 +12,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from o11n.core.jobs import Event, FailureKind, Job, JobSpec
@@ -31,6 +31,7 @@ from o11n.store.logs import LogChunk, LogStore
 
 log = logging.getLogger(__name__)
 DEFAULT_TENANT = "default"
+ALIVE_FRACTION = 0.75  # of a lease: a worker silent for longer gets no new work
 
 
 @dataclass(slots=True)
@@ -264,14 +265,27 @@ class Scheduler:
         worker.wake.set()
         worker.control.set()
 
-    async def lease(self, name: str, max_jobs: int, wait: float) -> list[Grant]:
-        """Up to `max_jobs` jobs for a worker, waiting up to `wait` seconds for one."""
+    async def lease(
+        self,
+        name: str,
+        max_jobs: int,
+        wait: float,
+        gone: Callable[[], Awaitable[bool]] | None = None,
+    ) -> list[Grant]:
+        """Up to `max_jobs` jobs for a worker, waiting up to `wait` seconds for one.
+
+        A poll that outlived its worker must not take work: after each wait it checks
+        that the worker still heartbeats and (`gone`) that the caller is still there.
+        """
         worker = self.worker(name)
         worker.last_seen = self.clock()
         deadline = time.monotonic() + wait
+        waited = False
         while True:
             worker.wake.clear()
             if worker.draining or self.closing or self.workers.get(name) is not worker:
+                return []
+            if waited and (not self._alive(worker) or (gone is not None and await gone())):
                 return []
             grants = await self._dispatch(worker, max_jobs)
             remaining = deadline - time.monotonic()
@@ -281,6 +295,11 @@ class Scheduler:
                 await asyncio.wait_for(worker.wake.wait(), remaining)
             except TimeoutError:
                 return []
+            waited = True
+
+    def _alive(self, worker: WorkerState) -> bool:
+        """Has the worker heartbeated lately? (It does every third of a lease.)"""
+        return self.clock() - worker.last_seen <= self.leases.duration * ALIVE_FRACTION
 
     async def _dispatch(self, worker: WorkerState, max_jobs: int) -> list[Grant]:
         free = self.free(worker)
@@ -329,7 +348,11 @@ class Scheduler:
         return grants
 
     async def heartbeat(
-        self, name: str, held: Sequence[tuple[int, int, str]], wait: float = 0.0
+        self,
+        name: str,
+        held: Sequence[tuple[int, int, str]],
+        wait: float = 0.0,
+        draining: bool = False,
     ) -> tuple[list[int], bool]:
         """Renew the leases a worker holds; answer the jobs it must stop and whether to drain.
 
@@ -337,6 +360,8 @@ class Scheduler:
         is drained, or `wait` seconds pass: the worker keeps one heartbeat open, and a
         cancel reaches it at once.
         """
+        if draining:
+            self.drain(name)  # the worker is stopping (SIGTERM): give it no more work
         worker = self.worker(name)
         worker.control.clear()
         stop = self._renew(worker, held)

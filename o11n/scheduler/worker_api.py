@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from o11n.core.states import JobState
 from o11n.scheduler.app import Caller, Sched
@@ -81,10 +81,12 @@ async def register(body: WorkerIn, sched: Sched, who: Caller) -> Registered:
 
 
 @router.post("/api/v1/workers/{name}/lease")
-async def lease(name: WorkerName, body: LeaseIn, sched: Sched, who: Caller) -> LeaseOut:
+async def lease(
+    name: WorkerName, body: LeaseIn, request: Request, sched: Sched, who: Caller
+) -> LeaseOut:
     """Long-poll for up to `max_jobs` jobs; each comes with a lease to heartbeat."""
     who.require(WORKER)
-    grants = await sched.lease(name, body.max_jobs, body.wait)
+    grants = await sched.lease(name, body.max_jobs, body.wait, request.is_disconnected)
     return LeaseOut(
         jobs=[
             GrantOut(
@@ -106,7 +108,7 @@ async def heartbeat(name: WorkerName, body: HeartbeatIn, sched: Sched, who: Call
     """Renew the leases a worker holds; answers which jobs it must stop."""
     who.require(WORKER)
     held = [(a.job_id, a.attempt, a.lease_id) for a in body.attempts]
-    stop, drain = await sched.heartbeat(name, held, body.wait)
+    stop, drain = await sched.heartbeat(name, held, body.wait, body.draining)
     return HeartbeatOut(stop=stop, drain=drain)
 
 

@@ -28,6 +28,7 @@ from o11n.worker.reports import Reporter
 log = logging.getLogger(__name__)
 MAX_JOBS_PER_POLL = 64
 LEASE_POLL_SECONDS = 20.0
+REPORT_GRACE = 10.0  # seconds a draining worker keeps trying to report before it exits
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ class Agent:
         self.running: dict[int, Running] = {}
         self.heartbeat_seconds = 10.0
         self.draining = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # attempts, and jobs given back
+        self._side: set[asyncio.Task[None]] = set()
         api.on_unregistered = self.register
 
     async def register(self) -> None:
@@ -106,20 +108,32 @@ class Agent:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
 
-    def drain(self) -> None:
-        """Take no new work; finish what runs."""
-        if not self.draining.is_set():
-            log.info("draining: %d jobs running", len(self.running))
+    def drain(self, tell_scheduler: bool = True) -> None:
+        """Take no new work; finish what runs. The scheduler is told at once, so that
+        it stops handing this worker jobs."""
+        if self.draining.is_set():
+            return
+        log.info("draining: %d jobs running", len(self.running))
         self.draining.set()
+        if tell_scheduler:
+            task = asyncio.create_task(self._heartbeat(0.0, draining=True))
+            self._side.add(task)
+            task.add_done_callback(self._side.discard)
 
     async def _finish_running(self) -> None:
+        """Let attempts finish until the drain timeout, then stop them; give up on the
+        scheduler after a grace period (an unreported attempt is requeued when its lease
+        expires)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.drain_timeout
+        while self._tasks and loop.time() < deadline:  # a poll in flight may still add some
+            await asyncio.wait(set(self._tasks), timeout=deadline - loop.time())
         if self._tasks:
-            _, late = await asyncio.wait(self._tasks, timeout=self.config.drain_timeout)
-            for running in self.running.values():
+            for running in list(self.running.values()):
                 running.halt(f"worker {self.config.name} drained: past its drain timeout")
-            if late:
-                await asyncio.wait(late)
-        await self.reporter.flush()
+            await asyncio.wait(set(self._tasks), timeout=self.config.kill_grace + REPORT_GRACE)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.reporter.flush(), REPORT_GRACE)
 
     async def _lease_loop(self) -> None:
         body = {"max_jobs": MAX_JOBS_PER_POLL, "wait": LEASE_POLL_SECONDS}
@@ -127,7 +141,20 @@ class Agent:
         while not self.draining.is_set():
             answer = await self.api.call(path, body, wait=LEASE_POLL_SECONDS)
             for grant in answer["jobs"]:
-                self._start(grant)
+                if self.draining.is_set():
+                    self._give_back(grant)
+                else:
+                    self._start(grant)
+
+    def _give_back(self, grant: dict[str, Any]) -> None:
+        """A job that came in while draining goes back to the queue at once."""
+        running = Running(grant["id"], grant["attempt"], grant["lease_id"])
+        ended = Ended(
+            None, None, "lost", f"worker {self.config.name} is draining", None, time.time()
+        )
+        task = asyncio.create_task(self.reporter.finished(running, ended))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _start(self, grant: dict[str, Any]) -> None:
         running = Running(grant["id"], grant["attempt"], grant["lease_id"])
@@ -161,20 +188,26 @@ class Agent:
             self.running.pop(running.job_id, None)
 
     async def _heartbeat_loop(self) -> None:
-        path = f"/api/v1/workers/{self.config.name}/heartbeat"
         while True:
-            held = [
-                {"job_id": r.job_id, "attempt": r.attempt, "lease_id": r.lease_id}
-                for r in self.running.values()
-            ]
             wait = 0.0 if self.draining.is_set() else self.heartbeat_seconds
-            answer = await self.api.call(path, {"attempts": held, "wait": wait}, wait=wait)
-            for job_id in answer["stop"]:
-                self._lost(job_id)
-            if answer["drain"]:
-                self.drain()
+            await self._heartbeat(wait, draining=self.draining.is_set())
             if wait == 0.0:
                 await asyncio.sleep(self.heartbeat_seconds)
+
+    async def _heartbeat(self, wait: float, draining: bool) -> None:
+        """Renew the leases of held attempts; stop what the scheduler says to stop."""
+        held = [
+            {"job_id": r.job_id, "attempt": r.attempt, "lease_id": r.lease_id}
+            for r in self.running.values()
+        ]
+        body = {"attempts": held, "wait": wait, "draining": draining}
+        answer = await self.api.call(
+            f"/api/v1/workers/{self.config.name}/heartbeat", body, wait=wait
+        )
+        for job_id in answer["stop"]:
+            self._lost(job_id)
+        if answer["drain"]:
+            self.drain(tell_scheduler=False)
 
     def _lost(self, job_id: int) -> None:
         """The scheduler says this attempt must stop (cancelled, or its lease is gone)."""

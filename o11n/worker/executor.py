@@ -1,11 +1,12 @@
 """The process executor: one attempt as a process group in a fresh work directory.
 
 The command runs in its own session (so signals reach the whole tree through
-its process group) and dies with the worker (PR_SET_PDEATHSIG), so a worker
-killed with SIGKILL leaves no job process running that the scheduler would
-hand to another worker. A timeout or a stop sends SIGTERM to the group, then
+its process group). A timeout or a stop sends SIGTERM to the group, then
 SIGKILL after the grace period; when the command exits, whatever it left
-behind in its group is killed too.
+behind in its group is killed too. The command's own process dies with the
+worker (PR_SET_PDEATHSIG, set by setpriv); processes it started do not, if the
+worker is killed with SIGKILL: only a container (or cgroup) can take a whole
+tree down with a dead worker.
 """
 
 from __future__ import annotations

@@ -329,3 +329,23 @@ async def test_a_finished_job_wakes_its_full_workers_poll(sched: Scheduler) -> N
     await sched.finished(grant.id, 1, grant.lease_id, Report(0))
     (next_grant,) = await asyncio.wait_for(waiting, 2)
     assert {grant.id, next_grant.id} == {first, second}
+
+
+async def test_a_silent_workers_poll_takes_no_work(sched: Scheduler, clock: Clock) -> None:
+    import asyncio
+
+    await sched.register("dead", {}, BIG)
+    waiting = asyncio.create_task(sched.lease("dead", 5, wait=30))
+    await asyncio.sleep(0.05)
+    clock.now += 25  # no heartbeat for most of a lease: the worker is presumed gone
+    await submit(sched)
+    assert await asyncio.wait_for(waiting, 2) == []
+    await sched.register("alive", {}, BIG)
+    assert len(await sched.lease("alive", 5, wait=0)) == 1
+
+
+async def test_a_worker_that_says_it_drains_gets_no_more_work(sched: Scheduler) -> None:
+    await submit(sched)
+    await sched.register("w1", {}, BIG)
+    assert await sched.heartbeat("w1", [], draining=True) == ([], True)
+    assert await sched.lease("w1", 1, wait=0) == []
