@@ -180,6 +180,9 @@ class AttemptReportIn(Model):
 
 class ReportsIn(Model):
     reports: list[AttemptReportIn] = Field(min_length=1, max_length=1024)
+    max_jobs: int = Field(
+        0, ge=0, le=256, description="Take up to this many new jobs for the room freed."
+    )
 
 
 class ReportOut(Model):
@@ -191,6 +194,7 @@ class ReportOut(Model):
 
 class ReportsOut(Model):
     results: list[ReportOut]
+    jobs: list[GrantOut] = Field(default_factory=list, description="New jobs for this worker.")
 
 
 class ResultOut(Model):

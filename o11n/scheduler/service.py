@@ -301,8 +301,12 @@ class Scheduler:
         """Has the worker heartbeated lately? (It does every third of a lease.)"""
         return self.clock() - worker.last_seen <= self.leases.duration * ALIVE_FRACTION
 
-    async def _dispatch(self, worker: WorkerState, max_jobs: int) -> list[Grant]:
-        free = self.free(worker)
+    async def _dispatch(
+        self, worker: WorkerState, max_jobs: int, freeing: ResourceKey = (0.0, 0, 0)
+    ) -> list[Grant]:
+        """Take jobs that fit the worker's free room (plus `freeing`: attempts ending in
+        the same commit) off the index and assign them to it."""
+        free = _add(self.free(worker), freeing)
         picks: list[Match] = []
         while len(picks) < max_jobs:
             match = self.index.consume(worker.tags, free)
@@ -330,7 +334,8 @@ class Scheduler:
 
     async def _assign(self, worker: WorkerState, picks: list[Match]) -> list[Grant]:
         now = self.clock()
-        pairs = [(m.job_id, secrets.token_hex(16)) for m in picks]
+        secret = secrets.token_hex(12)  # one draw of the OS's randomness per batch
+        pairs = [(m.job_id, f"{secret}{n:x}") for n, m in enumerate(picks)]
         assigned = await self.db.write(self.jobs.assign, pairs, worker.name, now)
         grants = []
         for a in assigned:
@@ -434,9 +439,13 @@ class Scheduler:
             raise LeaseExpired(f"job {job_id} attempt {attempt} lost its lease")
         return state
 
-    async def report(self, reports: Sequence[AttemptReport]) -> list[JobState | str]:
-        """Apply a batch of starts and results in one commit; per report the job's state
-        after it, or why it was refused."""
+    async def report(
+        self, reports: Sequence[AttemptReport], worker: str | None = None, max_jobs: int = 0
+    ) -> tuple[list[JobState | str], list[Grant]]:
+        """Apply a batch of starts and results; per report the job's state after it, or
+        why it was refused. With `worker` and `max_jobs`, the room the ended attempts free
+        is filled at once: new jobs are assigned in the same commit and returned, so a
+        busy worker goes from one job to the next without another round trip."""
         answers: list[JobState | str] = [JobState.RUNNING] * len(reports)
         starts: list[tuple[int, Lease, float | None]] = []
         ends: list[tuple[int, Ending]] = []
@@ -455,15 +464,28 @@ class Scheduler:
                 ends.append((i, _ending(lease, r.result, both)))
             elif r.started_at is not None and not lease.running:
                 starts.append((i, lease, r.started_at))
-        started, ended = await asyncio.gather(
+        started, ended, grants = await asyncio.gather(
             self._start_many([(lease, at) for _, lease, at in starts]),
             self._end_many([ending for _, ending in ends]),
+            self._refill(worker, max_jobs, [ending.lease for _, ending in ends]),
         )
         for (i, lease, _), ok in zip(starts, started, strict=True):
             answers[i] = JobState.RUNNING if ok else f"job {lease.job_id} lost its lease"
         for (i, ending), state in zip(ends, ended, strict=True):
             answers[i] = state if state is not None else f"job {ending.lease.job_id} lost its lease"
-        return answers
+        return answers, grants
+
+    async def _refill(self, name: str | None, max_jobs: int, ending: list[Lease]) -> list[Grant]:
+        worker = self.workers.get(name) if name else None
+        if not max_jobs or worker is None or worker.draining or self.closing:
+            return []
+        needs = [lease.spec.resources for lease in ending if lease.worker == worker.name]
+        freeing = (
+            sum(r.cpu for r in needs),
+            sum(r.memory for r in needs),
+            sum(r.gpu for r in needs),
+        )
+        return await self._dispatch(worker, max_jobs, freeing)
 
     async def _start_many(self, starts: list[tuple[Lease, float | None]]) -> list[bool]:
         if not starts:

@@ -30,7 +30,7 @@ from o11n.scheduler.schemas import (
     WorkerName,
     WorkerOut,
 )
-from o11n.scheduler.service import AttemptReport, Report, Scheduler, WorkerState
+from o11n.scheduler.service import AttemptReport, Grant, Report, Scheduler, WorkerState
 
 router = APIRouter(tags=["workers"])
 
@@ -87,19 +87,18 @@ async def lease(
     """Long-poll for up to `max_jobs` jobs; each comes with a lease to heartbeat."""
     who.require(WORKER)
     grants = await sched.lease(name, body.max_jobs, body.wait, request.is_disconnected)
-    return LeaseOut(
-        jobs=[
-            GrantOut(
-                id=g.id,
-                tenant=g.tenant,
-                name=g.name,
-                attempt=g.attempt,
-                lease_id=g.lease_id,
-                lease_expires_at=g.lease_expires_at,
-                spec=g.spec,
-            )
-            for g in grants
-        ]
+    return LeaseOut(jobs=[_grant_out(g) for g in grants])
+
+
+def _grant_out(g: Grant) -> GrantOut:
+    return GrantOut(
+        id=g.id,
+        tenant=g.tenant,
+        name=g.name,
+        attempt=g.attempt,
+        lease_id=g.lease_id,
+        lease_expires_at=g.lease_expires_at,
+        spec=g.spec,
     )
 
 
@@ -135,14 +134,15 @@ async def reports(name: WorkerName, body: ReportsIn, sched: Sched, who: Caller) 
         )
         for r in body.reports
     ]
-    answers = await sched.report(batch)
+    answers, grants = await sched.report(batch, name, body.max_jobs)
     return ReportsOut(
         results=[
             ReportOut(job_id=r.job_id, ok=True, state=a)
             if isinstance(a, JobState)
             else ReportOut(job_id=r.job_id, ok=False, message=a)
             for r, a in zip(body.reports, answers, strict=True)
-        ]
+        ],
+        jobs=[_grant_out(g) for g in grants],
     )
 
 

@@ -72,7 +72,7 @@ class Agent:
         self.executor = ProcessExecutor(
             config.workdir, keep_workdirs=config.keep_workdirs, kill_grace=config.kill_grace
         )
-        self.reporter = Reporter(api, config.name, self._lost)
+        self.reporter = Reporter(api, config.name, self._lost, self._take, self._room)
         self.running: dict[int, Running] = {}
         self.heartbeat_seconds = 10.0
         self.draining = asyncio.Event()
@@ -141,10 +141,18 @@ class Agent:
         while not self.draining.is_set():
             answer = await self.api.call(path, body, wait=LEASE_POLL_SECONDS)
             for grant in answer["jobs"]:
-                if self.draining.is_set():
-                    self._give_back(grant)
-                else:
-                    self._start(grant)
+                self._take(grant)
+
+    def _room(self) -> int:
+        """How many new jobs to take with a report (the scheduler fits them to free room)."""
+        return 0 if self.draining.is_set() else MAX_JOBS_PER_POLL
+
+    def _take(self, grant: dict[str, Any]) -> None:
+        """Run a job the scheduler handed over (or give it back when draining)."""
+        if self.draining.is_set():
+            self._give_back(grant)
+        else:
+            self._start(grant)
 
     def _give_back(self, grant: dict[str, Any]) -> None:
         """A job that came in while draining goes back to the queue at once."""

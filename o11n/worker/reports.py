@@ -19,7 +19,7 @@ from o11n.worker.executor import Ended
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 1024
-START_DELAY = 0.05  # seconds
+START_DELAY = 0.5  # seconds; a job that ends sooner reports its start with its result
 
 
 class Held(Protocol):
@@ -31,9 +31,16 @@ class Held(Protocol):
 class Reporter:
     """Sends starts and results of attempts, batched, in the order they happened."""
 
-    def __init__(self, api: WorkerApi, worker: str, on_refused: Callable[[int], None]) -> None:
+    def __init__(
+        self,
+        api: WorkerApi,
+        worker: str,
+        on_refused: Callable[[int], None],
+        on_grant: Callable[[dict[str, Any]], None],
+        room: Callable[[], int],
+    ) -> None:
         self._api, self._path = api, f"/api/v1/workers/{worker}/reports"
-        self._on_refused = on_refused
+        self._on_refused, self._on_grant, self._room = on_refused, on_grant, room
         self._pending: dict[tuple[int, int], dict[str, Any]] = {}
         self._waiters: dict[tuple[int, int], asyncio.Future[None]] = {}
         self._kick = asyncio.Event()
@@ -89,7 +96,11 @@ class Reporter:
         return [self._pending.pop(key) for key in keys]
 
     async def _send(self, batch: list[dict[str, Any]]) -> None:
-        answer = await self._api.call(self._path, {"reports": batch})
+        ended = sum(1 for entry in batch if "result" in entry)
+        body = {"reports": batch, "max_jobs": self._room() if ended else 0}
+        answer = await self._api.call(self._path, body)
+        for grant in answer.get("jobs", []):
+            self._on_grant(grant)  # the room the ended attempts freed, filled at once
         for entry, result in zip(batch, answer["results"], strict=True):
             if not result["ok"]:
                 log.info("report on job %s refused: %s", entry["job_id"], result["message"])

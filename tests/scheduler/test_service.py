@@ -302,8 +302,8 @@ async def test_batched_reports_start_and_end_attempts(sched: Scheduler) -> None:
     grants = await sched.lease("w1", 3, wait=0)
     reports = [AttemptReport(g.id, g.attempt, g.lease_id, 1.0, Report(0)) for g in grants]
     reports.append(AttemptReport(ids[0], 1, "forged", 1.0, Report(0)))
-    answers = await sched.report(reports)
-    assert answers[:3] == [JobState.SUCCEEDED] * 3
+    answers, grants = await sched.report(reports)
+    assert answers[:3] == [JobState.SUCCEEDED] * 3 and grants == []
     assert isinstance(answers[3], str) and "no longer holds a lease" in answers[3]
     events = await sched.events(ADMIN, ids[1])
     assert [e.state for e in events] == ["queued", "assigned", "running", "succeeded"]
@@ -349,3 +349,23 @@ async def test_a_worker_that_says_it_drains_gets_no_more_work(sched: Scheduler) 
     await sched.register("w1", {}, BIG)
     assert await sched.heartbeat("w1", [], draining=True) == ([], True)
     assert await sched.lease("w1", 1, wait=0) == []
+
+
+async def test_a_report_refills_the_room_it_frees_in_the_same_commit(sched: Scheduler) -> None:
+    from o11n.scheduler.service import AttemptReport
+
+    for _ in range(5):
+        await submit(sched)
+    await sched.register("w1", {}, (2.0, 2**30, 0))
+    first = await sched.lease("w1", 5, wait=0)
+    assert len(first) == 2  # full
+    reports = [AttemptReport(g.id, g.attempt, g.lease_id, 1.0, Report(0)) for g in first]
+    commits = sched.db.writer.commits
+    answers, grants = await sched.report(reports, "w1", max_jobs=5)
+    assert answers == [JobState.SUCCEEDED] * 2 and len(grants) == 2
+    assert sched.db.writer.commits == commits + 1
+    assert await sched.lease("w1", 5, wait=0) == []  # still full, with the new two
+    _, none = await sched.report(
+        [AttemptReport(grants[0].id, 1, "forged", 1.0, Report(0))], "w1", max_jobs=5
+    )
+    assert none == []  # a refused report frees nothing
