@@ -227,7 +227,7 @@ def main() -> None:
     ids: list[int] = []
     with (
         tempfile.TemporaryDirectory(prefix="o11n-bench-") as tmp,
-        running_server(Path(tmp)) as (port, token),
+        running_server(Path(tmp)) as (port, token, _),
     ):
         for phase in (single_phase, batch_phase, sdk_phase):
             figures |= phase(port, token, ids)
@@ -235,7 +235,7 @@ def main() -> None:
         stored = stored_ids(port, token)
     with (
         tempfile.TemporaryDirectory(prefix="o11n-bench-") as tmp,
-        running_server(Path(tmp), "--sqlite-sync", "normal") as (port, token),
+        running_server(Path(tmp), "--sqlite-sync", "normal") as (port, token, _),
     ):
         normal = single_phase(port, token, [])
     figures |= {f"{key}_sync_normal": value for key, value in normal.items()}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +18,6 @@ from o11n.scheduler.service import Scheduler
 from o11n.store.database import Database, engine_url
 
 DEFAULT_PORT = 8787
-# The writer thread and the event loop hand work to each other many times a second;
-# with the default 5 ms switch interval each hand-off can wait that long for the GIL.
-SWITCH_INTERVAL = 0.0005
 
 
 @dataclass(frozen=True)
@@ -45,7 +41,6 @@ def data_dir_default() -> Path:
 def serve(config: ServerConfig, on_ready: Callable[[str, str], None] | None = None) -> None:
     """Run the scheduler until SIGINT or SIGTERM."""
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    sys.setswitchinterval(SWITCH_INTERVAL)
     token = admin_token(config.data_dir)
     db = Database(engine_url(config.db, config.data_dir), sqlite_sync=config.sqlite_sync)
     scheduler = Scheduler(db, token, lease_seconds=config.lease_seconds)
