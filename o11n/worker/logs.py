@@ -21,7 +21,7 @@ from o11n.worker.api import WorkerApi
 
 log = logging.getLogger(__name__)
 CHUNK_CHARS = 256 * 1024  # well under the API's 1 MiB per chunk
-REQUEST_CHUNKS = 16  # 4 MiB per request at most
+REQUEST_CHUNKS = 4  # 1 MiB per request: one log write never holds the writer up long
 FLUSH_BYTES = 64 * 1024
 FLUSH_SECONDS = 0.2
 MAX_BUFFER = 16 * 1024 * 1024

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -119,3 +120,22 @@ def test_o11n_up_runs_jobs_and_stops_everything_on_ctrl_c(up: Up) -> None:
     assert code == 0, up.diagnostics()
     assert [pid for pid in children if running(pid)] == []
     assert processes_with(E2E_OWNER=up.owner) == []
+
+
+def test_logs_and_workers_through_the_cli(up: Up) -> None:
+    wait_for(
+        lambda: any("o11n is up" in line for line in up.stdout), timeout=60, what=up.diagnostics
+    )
+    script = "for i in 1 2 3; do echo line $i; sleep 0.3; done; echo oops >&2"
+    job_id = run_cli(up.url, up.token, "submit", "--", script).stdout.strip()
+    followed = run_cli(up.url, up.token, "jobs", "logs", job_id, "--follow")
+    assert (followed.stdout, followed.stderr) == ("line 1\nline 2\nline 3\n", "oops\n")
+    again = run_cli(up.url, up.token, "jobs", "logs", job_id)
+    assert again.stdout == "line 1\nline 2\nline 3\n"
+    listed = run_cli(up.url, up.token, "workers", "list", "--json")
+    workers = json.loads(listed.stdout)
+    assert len(workers) == 2 and all(w["online"] and w["capacity"]["cpu"] == 1 for w in workers)
+    shown = json.loads(run_cli(up.url, up.token, "jobs", "show", job_id, "--json").stdout)
+    assert shown["state"] == "succeeded" and shown["attempts"][0]["worker"] in {
+        w["name"] for w in workers
+    }
