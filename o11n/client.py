@@ -81,13 +81,19 @@ class APIError(O11nError):
 
 def raise_for(response: httpx.Response) -> None:
     """Raise the o11n error an error answer stands for."""
+    raise error_for(response.status_code, response.content)
+
+
+def error_for(status: int, body: bytes) -> APIError:
+    """The o11n error (also an APIError) an error answer stands for."""
     try:
-        error = response.json()["error"]
+        error = json.loads(body)["error"]
         code, message = str(error["code"]), str(error["message"])
     except (ValueError, KeyError, TypeError):
-        code, message = "http_error", f"HTTP {response.status_code}: {response.text[:200]}"
-    base = CODES.get(code) or ERRORS.get(response.status_code, O11nError)
-    raise type(base.__name__, (APIError, base), {})(response.status_code, code, message)
+        code, message = "http_error", f"HTTP {status}: {body[:200].decode(errors='replace')}"
+    base = CODES.get(code) or ERRORS.get(status, O11nError)
+    error_type: type[APIError] = type(base.__name__, (APIError, base), {})
+    return error_type(status, code, message)
 
 
 def default_token() -> str | None:

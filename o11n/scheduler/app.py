@@ -133,7 +133,7 @@ def create_app(scheduler: Scheduler, *, manage_lifecycle: bool = True) -> FastAP
         log.exception("internal error", exc_info=exc)
         return error_response(500, "internal", "internal error; see the scheduler's log")
 
+    app.include_router(worker_api.router)  # first: workers call most, and routes match in order
     app.include_router(api.router)
-    app.include_router(worker_api.router)
     app.include_router(watch.router)
     return app

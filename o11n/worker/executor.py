@@ -234,7 +234,20 @@ def _not_runnable(program: str, cwd: Path, env: dict[str, str]) -> str | None:
         if not path.exists():
             return "No such file or directory"
         return None if os.access(path, os.X_OK) else "Permission denied"
-    return None if shutil.which(program, path=env.get("PATH", os.defpath)) else "command not found"
+    return None if _on_path(program, env.get("PATH", os.defpath)) else "command not found"
+
+
+_FOUND: set[tuple[str, str]] = set()
+
+
+def _on_path(program: str, path: str) -> bool:
+    """Is `program` on `path`? Found ones are remembered (a PATH search is a dozen stats)."""
+    if (program, path) in _FOUND:
+        return True
+    if shutil.which(program, path=path) is None:
+        return False
+    _FOUND.add((program, path))
+    return True
 
 
 async def _pump(stream: asyncio.StreamReader | None, name: str, logs: Output) -> None:
