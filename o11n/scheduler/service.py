@@ -14,108 +14,26 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 
-from o11n.core.jobs import Event, FailureKind, Job, JobSpec
+from o11n.core.jobs import Event, Job, JobSpec
 from o11n.core.leases import Lease, LeaseBook
-from o11n.core.matching import Match, QueueIndex, ResourceKey, Tags, as_tags, subtract
-from o11n.core.retry import Outcome, after_attempt, classify_exit
+from o11n.core.matching import Match, QueueIndex, ResourceKey, as_tags, subtract
+from o11n.core.retry import Outcome, after_attempt
 from o11n.core.states import JobState, transition
 from o11n.errors import Conflict, LeaseExpired, NotFound, NotRegistered
+from o11n.scheduler.attempts import AttemptReport, Ending, Grant, Report, ending_of
 from o11n.scheduler.auth import TENANT, WORKER, Principal, TokenBook, hash_token, new_token
 from o11n.scheduler.hub import EventHub
 from o11n.scheduler.metrics import LEASE_EXPIRED, Metrics
+from o11n.scheduler.workers import WorkerState
 from o11n.store.accounts import AccountStore, TenantRow, TokenRow
 from o11n.store.database import Database
-from o11n.store.jobs import AttemptEnd, EndRow, JobFilter, JobStore, StartRow, Submitted
+from o11n.store.jobs import AttemptEnd, JobFilter, JobStore, StartRow, Submitted
 from o11n.store.logs import LogChunk, LogStore
 
 log = logging.getLogger(__name__)
 DEFAULT_TENANT = "default"
 ALIVE_FRACTION = 0.75  # of a lease: a worker silent for longer gets no new work
-
-
-@dataclass(slots=True)
-class WorkerState:
-    """A registered worker as the scheduler sees it."""
-
-    name: str
-    tags: Tags
-    capacity: ResourceKey
-    registered_at: float
-    last_seen: float
-    draining: bool = False
-    reserved: ResourceKey = (0.0, 0, 0)  # taken off the index, not yet committed
-    wake: asyncio.Event = field(default_factory=asyncio.Event)  # new work: ends a lease poll
-    control: asyncio.Event = field(default_factory=asyncio.Event)  # ends a heartbeat poll
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """A job handed to a worker, with what it needs to run and to report."""
-
-    id: int
-    tenant: str
-    name: str
-    attempt: int
-    lease_id: str
-    lease_expires_at: float
-    spec: JobSpec
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    """How an attempt ended, as a worker reports it."""
-
-    exit_code: int | None
-    signal: int | None = None
-    kind: FailureKind | None = None  # None: judge by the exit code
-    reason: str | None = None
-    started_at: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptReport:
-    """A worker's news of one attempt: it started, it ended, or both."""
-
-    job_id: int
-    attempt: int
-    lease_id: str
-    started_at: float | None = None
-    result: Report | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Ending:
-    """An attempt to end: its lease, how it went, and whether it also just started."""
-
-    lease: Lease
-    outcome: Outcome
-    end: AttemptEnd
-    started: bool = False
-
-    def row(self, state: JobState) -> EndRow:
-        """The store's record of this ending, moving the job to `state`."""
-        lease = self.lease
-        previous = JobState.RUNNING if lease.running else JobState.ASSIGNED
-        return EndRow(
-            lease.job_id,
-            lease.tenant,
-            lease.attempt,
-            lease.worker,
-            previous,
-            state,
-            self.end,
-            self.started,
-        )
-
-
-def _ending(lease: Lease, report: Report, started: bool) -> Ending:
-    kind = classify_exit(report.exit_code, report.kind)
-    end = AttemptEnd(
-        kind or "succeeded", report.exit_code, report.signal, report.reason, report.started_at
-    )
-    return Ending(lease, Outcome(kind, report.exit_code, report.reason), end, started)
 
 
 class Scheduler:
@@ -443,7 +361,7 @@ class Scheduler:
         if lease.cancelled:
             self._release(lease)
             return JobState.CANCELLED
-        (state,) = await self._end_many([_ending(lease, report, started and not lease.running)])
+        (state,) = await self._end_many([ending_of(lease, report, started and not lease.running)])
         if state is None:
             raise LeaseExpired(f"job {job_id} attempt {attempt} lost its lease")
         return state
@@ -470,7 +388,7 @@ class Scheduler:
                 answers[i] = JobState.CANCELLED
             elif r.result is not None:
                 both = r.started_at is not None and not lease.running
-                ends.append((i, _ending(lease, r.result, both)))
+                ends.append((i, ending_of(lease, r.result, both)))
             elif r.started_at is not None and not lease.running:
                 starts.append((i, lease, r.started_at))
         started, ended, grants = await asyncio.gather(

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 
 from o11n.core.states import JobState
 from o11n.scheduler.app import Caller, Sched
+from o11n.scheduler.attempts import AttemptReport, Grant, Report
 from o11n.scheduler.auth import WORKER
 from o11n.scheduler.schemas import (
     AttemptPath,
@@ -30,7 +31,8 @@ from o11n.scheduler.schemas import (
     WorkerName,
     WorkerOut,
 )
-from o11n.scheduler.service import AttemptReport, Grant, Report, Scheduler, WorkerState
+from o11n.scheduler.service import Scheduler
+from o11n.scheduler.workers import WorkerState
 
 router = APIRouter(tags=["workers"])
 

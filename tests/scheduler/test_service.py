@@ -10,8 +10,9 @@ import pytest
 from o11n.core.jobs import JobSpec
 from o11n.core.states import JobState
 from o11n.errors import Conflict, Forbidden, InvalidTransition, LeaseExpired, NotFound
+from o11n.scheduler.attempts import Report
 from o11n.scheduler.auth import Principal
-from o11n.scheduler.service import Report, Scheduler
+from o11n.scheduler.service import Scheduler
 from o11n.store.database import Database
 
 ADMIN = Principal("admin")
@@ -295,7 +296,7 @@ async def test_a_waiting_heartbeat_returns_on_drain(sched: Scheduler) -> None:
 
 
 async def test_batched_reports_start_and_end_attempts(sched: Scheduler) -> None:
-    from o11n.scheduler.service import AttemptReport
+    from o11n.scheduler.attempts import AttemptReport
 
     ids = [await submit(sched) for _ in range(3)]
     await sched.register("w1", {}, BIG)
@@ -352,7 +353,7 @@ async def test_a_worker_that_says_it_drains_gets_no_more_work(sched: Scheduler) 
 
 
 async def test_a_report_refills_the_room_it_frees_in_the_same_commit(sched: Scheduler) -> None:
-    from o11n.scheduler.service import AttemptReport
+    from o11n.scheduler.attempts import AttemptReport
 
     for _ in range(5):
         await submit(sched)
