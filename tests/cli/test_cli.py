@@ -127,3 +127,33 @@ def test_help_lists_the_commands() -> None:
     assert done.returncode == 0
     for command in ("server", "submit", "jobs", "tenants", "workers"):
         assert command in done.stdout
+
+
+def test_pipeline_compile_from_a_file_and_from_the_environment(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    done = o11n(
+        None, "pipeline", "compile", str(root / "examples" / "hello.yml"), "--var", "GREETING=hey"
+    )
+    assert done.returncode == 0, done.stderr
+    book = json.loads(done.stdout)
+    assert book["build"]["substages"][0]["env"] == {"GREETING": "hey"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("O11N_")}
+    env |= {
+        "O11N_PIPELINE": (root / "examples" / "hello.yml").read_text(),
+        "O11N_VAR_GREETING": "from-env",
+    }
+    from_env = subprocess.run(
+        [sys.executable, "-m", "o11n", "pipeline", "compile"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert json.loads(from_env.stdout)["test"]["substages"][0]["env"]["GREETING"] == "from-env"
+    bad = tmp_path / "bad.yml"
+    bad.write_text("name: x\nstages:\n  - name: a\n    substages: []\n")
+    refused = o11n(None, "pipeline", "compile", str(bad))
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert refused.stderr.startswith(f"o11n: error: {bad}:4:")

@@ -1,0 +1,1 @@
+"""Pipeline files: loading YAML with positions, and (later) running pipelines."""
