@@ -123,6 +123,16 @@ class PipelineRun:
                     started.append((sub.name, copy))
         return started
 
+    def resumed(self, name: str, copy: int) -> None:
+        """A copy found started (after a restart): mark it running, as `ready()` did."""
+        stage, sub = self._stage(), self._by_name[name]
+        if stage is None or sub not in stage.substages:
+            raise ValueError(f"{name} is not in the stage that runs now")
+        stage.state = Step.RUNNING
+        if not sub.state.done:
+            sub.state = Step.RUNNING
+        sub.copy_states[copy] = Step.RUNNING
+
     def cached(self, name: str) -> None:
         """A pending substage whose result is reused from an earlier run."""
         sub = self._by_name[name]
@@ -170,6 +180,7 @@ class PipelineRun:
                 later.state = Step.SKIPPED
                 for sub in later.substages:
                     sub.state = Step.SKIPPED
+                    sub.copy_states = [Step.SKIPPED] * sub.copies
             self._current = len(self.stages)
 
 

@@ -95,12 +95,16 @@ def _describe(exc: RequestValidationError) -> str:
 
 def create_app(scheduler: Scheduler, *, manage_lifecycle: bool = True) -> FastAPI:
     """The HTTP/WebSocket application around a scheduler."""
-    from o11n.scheduler import api, watch, worker_api
+    from o11n.scheduler import api, pipeline_api, watch, worker_api
+    from o11n.scheduler.pipelines import PipelineRunner
+
+    runner = PipelineRunner(scheduler)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if manage_lifecycle:
             await scheduler.start()
+            await runner.start()
         try:
             yield
         finally:
@@ -115,6 +119,7 @@ def create_app(scheduler: Scheduler, *, manage_lifecycle: bool = True) -> FastAP
         responses=ERROR_RESPONSES,
     )
     app.state.scheduler = scheduler
+    app.state.pipelines = runner
 
     @app.exception_handler(O11nError)
     async def _o11n_error(_request: Request, exc: O11nError) -> JSONResponse:
@@ -135,5 +140,6 @@ def create_app(scheduler: Scheduler, *, manage_lifecycle: bool = True) -> FastAP
 
     app.include_router(worker_api.router)  # first: workers call most, and routes match in order
     app.include_router(api.router)
+    app.include_router(pipeline_api.router)
     app.include_router(watch.router)
     return app

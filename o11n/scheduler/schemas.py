@@ -240,3 +240,62 @@ class Health(Model):
 JobIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="A job id.")]
 AttemptPath = Annotated[int, Path(ge=1, le=MAX_ATTEMPT, description="An attempt number.")]
 EventIdQuery = Annotated[int, Query(ge=0, le=MAX_ID)]
+
+
+class PipelineIn(Model):
+    pipeline: Annotated[str, StringConstraints(min_length=1, max_length=1024 * 1024)] = Field(
+        description="The pipeline file's text (YAML or JSON)."
+    )
+    file_name: Annotated[str, StringConstraints(min_length=1, max_length=255)] = Field(
+        "pipeline.yml", description="Named in error messages."
+    )
+    vars: dict[str, Annotated[str, StringConstraints(max_length=32768)]] = Field(
+        default_factory=dict, max_length=256, description="Overrides of `variables`."
+    )
+    dry_run: bool = Field(
+        False, description="Run nothing: every substage ends with 0 or its fake exit code."
+    )
+    fake_exit_codes: dict[str, int] = Field(
+        default_factory=dict,
+        max_length=4096,
+        description="For a dry run: O11N_FAKE_<SUBSTAGE>_RC values.",
+    )
+    build_id: int = Field(0, ge=0, le=MAX_ID)
+    tenant: TenantName | None = None
+
+
+class PipelineCreated(Model):
+    id: int
+
+
+class CopyOut(Model):
+    copy_: int = Field(alias="copy")
+    state: str
+    job_id: int | None = None
+
+
+class SubstageOut(Model):
+    name: str
+    state: str | None = None
+    copies: list[CopyOut] = Field(default_factory=list)
+
+
+class StageOut(Model):
+    name: str
+    state: str
+    substages: list[SubstageOut]
+
+
+class PipelineOut(Model):
+    id: int
+    name: str
+    tenant: str
+    state: str
+    dry_run: bool
+    stages: list[StageOut]
+    created_at: float
+    finished_at: float | None = None
+
+
+class PipelineList(Model):
+    pipelines: list[PipelineOut]

@@ -12,12 +12,20 @@ Migration = Callable[[Connection], None]
 
 
 def _initial(conn: Connection) -> None:
-    tables = [t for t in schema.metadata.sorted_tables if t is not schema.schema_version]
+    tables = [
+        t
+        for t in schema.metadata.sorted_tables
+        if t not in (schema.schema_version, schema.pipelines)
+    ]
     schema.metadata.create_all(conn, tables=tables)
 
 
+def _pipelines(conn: Connection) -> None:
+    schema.pipelines.create(conn)
+
+
 # Append new migrations at the end; never edit one that has shipped.
-MIGRATIONS: list[Migration] = [_initial]
+MIGRATIONS: list[Migration] = [_initial, _pipelines]
 
 
 def current_version(conn: Connection) -> int:

@@ -124,3 +124,20 @@ workers = Table(
     Column("capacity", Text, nullable=False),  # JSON: cpu, memory, gpu
     Column("registered_at", Float, nullable=False),
 )
+
+pipelines = Table(
+    "pipelines",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("tenant", String(200), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("state", String(16), nullable=False),  # running | succeeded | failed | cancelled
+    Column("taskbook", Text, nullable=False),  # JSON
+    Column("options", Text, nullable=False),  # JSON: dry_run, fake exit codes
+    Column("summary", Text),  # JSON, once ended: the state of every stage and substage
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Index("pipelines_tenant_id", "tenant", "id"),
+    Index("pipelines_state", "state"),
+)

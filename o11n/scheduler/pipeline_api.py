@@ -1,0 +1,69 @@
+"""HTTP routes for pipelines: start one from its file, follow it, cancel it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+
+from o11n.core.taskbook import compile_taskbook
+from o11n.pipeline.loader import load
+from o11n.scheduler.app import Caller
+from o11n.scheduler.pipelines import PipelineRunner
+from o11n.scheduler.schemas import (
+    MAX_ID,
+    PipelineCreated,
+    PipelineIn,
+    PipelineList,
+    PipelineOut,
+)
+
+router = APIRouter(tags=["pipelines"])
+PipelineId = Annotated[int, Path(ge=1, le=MAX_ID, description="A pipeline id.")]
+
+
+def runner_of(request: Request) -> PipelineRunner:
+    runner: PipelineRunner = request.app.state.pipelines
+    return runner
+
+
+@router.post("/api/v1/pipelines", status_code=201)
+async def create(body: PipelineIn, request: Request, who: Caller) -> PipelineCreated:
+    """Start a pipeline; the scheduler runs it stage by stage (errors name line and column)."""
+    pipeline = load(body.pipeline, body.file_name).with_variables(body.vars)
+    book = compile_taskbook(pipeline, body.build_id)
+    options = {
+        "dry_run": body.dry_run,
+        "fake_exit_codes": body.fake_exit_codes,
+        "tenant": body.tenant,
+    }
+    pipeline_id = await runner_of(request).create(who, pipeline.name, book, options)
+    return PipelineCreated(id=pipeline_id)
+
+
+@router.get("/api/v1/pipelines")
+async def list_pipelines(
+    request: Request, who: Caller, limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> PipelineList:
+    """Pipelines, newest first."""
+    runner = runner_of(request)
+    tenant = who.tenant if who.role == "tenant" else None
+    rows = await runner.sched.db.read(runner.store.find, tenant=tenant, limit=limit)
+    return PipelineList(pipelines=[PipelineOut.model_validate(runner.view(r)) for r in rows])
+
+
+@router.get("/api/v1/pipelines/{pipeline_id}")
+async def get(pipeline_id: PipelineId, request: Request, who: Caller) -> PipelineOut:
+    """One pipeline with every stage, substage, copy and job."""
+    runner = runner_of(request)
+    row = await runner.get_row(who, pipeline_id)
+    return PipelineOut.model_validate(runner.view(row))
+
+
+@router.post("/api/v1/pipelines/{pipeline_id}/cancel")
+async def cancel(pipeline_id: PipelineId, request: Request, who: Caller) -> PipelineOut:
+    """Cancel a running pipeline and its jobs."""
+    runner = runner_of(request)
+    await runner.cancel(who, pipeline_id)
+    row = await runner.get_row(who, pipeline_id)
+    return PipelineOut.model_validate(runner.view(row))

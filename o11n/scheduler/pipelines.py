@@ -1,0 +1,244 @@
+"""The pipeline runner: the scheduler itself advances pipelines, stage by stage.
+
+Each substage copy runs as an ordinary job, labelled with its pipeline,
+substage and copy, so the jobs are the truth: at start-up a running pipeline's
+progress is rebuilt from its jobs' states, and a pipeline goes on if its client
+goes away or the scheduler restarts. Job events drive the run's state machine
+(`o11n.core.runs`); a dry run submits nothing and feeds it fake exit codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from o11n.core.jobs import Event, JobSpec, RetryPolicy
+from o11n.core.runs import PipelineRun, Step, dry_run_exit_code
+from o11n.core.states import JobState
+from o11n.errors import NotFound, O11nError
+from o11n.scheduler.auth import Principal
+from o11n.scheduler.service import Scheduler
+from o11n.store.jobs import JobFilter
+from o11n.store.pipelines import PipelineRow, PipelineStore
+
+log = logging.getLogger(__name__)
+ADMIN = Principal("admin")
+PIPELINE, SUBSTAGE, COPY = "o11n.pipeline", "o11n.substage", "o11n.copy"
+MAX_JOBS_PER_PIPELINE = 10_000
+
+
+@dataclass
+class ActiveRun:
+    """A running pipeline in memory: its state machine and its jobs."""
+
+    row: PipelineRow
+    run: PipelineRun
+    jobs: dict[tuple[str, int], int] = field(default_factory=dict)
+    specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class PipelineRunner:
+    """Starts pipelines, follows their jobs, and moves them on."""
+
+    def __init__(self, sched: Scheduler) -> None:
+        self.sched = sched
+        self.store = PipelineStore(sched.db)
+        self.active: dict[int, ActiveRun] = {}
+        self._by_job: dict[int, tuple[int, str, int]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        sched.hub.listen(self._on_event)
+
+    async def start(self) -> None:
+        """Pick up the pipelines that were running when the scheduler stopped."""
+        for row in await self.sched.db.read(self.store.find, live=True, limit=10_000):
+            active = self._activate(row)
+            where = JobFilter(labels=((PIPELINE, str(row.id)),), limit=MAX_JOBS_PER_PIPELINE)
+            jobs = await self.sched.db.read(self.sched.jobs.find, where)
+            for job in sorted(jobs, key=lambda j: j.id):  # replayed in the order they ran
+                key = (job.labels[SUBSTAGE], int(job.labels[COPY]))
+                active.run.resumed(*key)
+                active.jobs[key] = job.id
+                self._by_job[job.id] = (row.id, *key)
+                if job.state.terminal:
+                    await self._ended(job.id, job.state)
+            await self._pump(row.id)
+
+    async def create(
+        self, who: Principal, name: str, taskbook: dict[str, Any], options: dict[str, Any]
+    ) -> int:
+        """Start a pipeline; returns its id."""
+        tenant = who.tenant_for(options.get("tenant"))
+        row_id = await self.sched.db.write(
+            self.store.insert, tenant, name, taskbook, options, self.sched.clock()
+        )
+        row = await self.sched.db.read(self.store.get, row_id)
+        assert row is not None
+        self._activate(row)
+        await self._pump(row_id)
+        return row_id
+
+    async def cancel(self, who: Principal, pipeline_id: int) -> str:
+        """Stop a running pipeline and its jobs."""
+        row = await self.get_row(who, pipeline_id)
+        active = self.active.get(pipeline_id)
+        if active is None:
+            return row.state
+        active.run.cancel()
+        for key, job_id in active.jobs.items():
+            if active.run.substage(key[0]).copy_states[key[1]] is Step.RUNNING:
+                await self._cancel_job(job_id)
+        await self._finish(pipeline_id)
+        return Step.CANCELLED.value
+
+    async def get_row(self, who: Principal, pipeline_id: int) -> PipelineRow:
+        """A pipeline the caller may see."""
+        row = await self.sched.db.read(self.store.get, pipeline_id)
+        if row is None or not who.may_see(row.tenant):
+            raise NotFound(f"no pipeline {pipeline_id}")
+        return row
+
+    def view(self, row: PipelineRow) -> dict[str, Any]:
+        """A pipeline's record: stages, substages, copies and their jobs."""
+        active = self.active.get(row.id)
+        steps = self._steps(active) if active else (row.summary or {})
+        state = active.run.state.value if active else row.state
+        stages = [
+            {
+                "name": name,
+                "state": steps.get("stages", {}).get(name, state),
+                "substages": [
+                    {
+                        "name": s["substage_name"],
+                        **steps.get("substages", {}).get(s["substage_name"], {}),
+                    }
+                    for s in stage["substages"]
+                ],
+            }
+            for name, stage in _stages(row.taskbook)
+        ]
+        return {
+            "id": row.id,
+            "name": row.name,
+            "tenant": row.tenant,
+            "state": state,
+            "dry_run": bool(row.options.get("dry_run")),
+            "stages": stages,
+            "created_at": row.created_at,
+            "finished_at": row.finished_at,
+        }
+
+    def _steps(self, active: ActiveRun) -> dict[str, Any]:
+        """Where every stage and substage of a run stands (kept once it ends)."""
+        subs = {}
+        for stage in active.run.stages:
+            for sub in stage.substages:
+                copies = [
+                    {"copy": i, "state": s.value, "job_id": active.jobs.get((sub.name, i))}
+                    for i, s in enumerate(sub.copy_states)
+                ]
+                subs[sub.name] = {"state": sub.state.value, "copies": copies}
+        return {"stages": {s.name: s.state.value for s in active.run.stages}, "substages": subs}
+
+    # -- internals ----------------------------------------------------------------
+
+    def _activate(self, row: PipelineRow) -> ActiveRun:
+        active = ActiveRun(row, PipelineRun(row.taskbook))
+        for _, stage in _stages(row.taskbook):
+            for sub in stage["substages"]:
+                active.specs[sub["substage_name"]] = sub
+        self.active[row.id] = active
+        return active
+
+    async def _pump(self, pipeline_id: int) -> None:
+        """Start whatever the run says is ready; end the pipeline when it is done."""
+        active = self.active.get(pipeline_id)
+        while active is not None:
+            ready = active.run.ready()
+            if not ready:
+                break
+            if active.row.options.get("dry_run"):
+                fake = active.row.options.get("fake_exit_codes", {})
+                for name, copy in ready:
+                    active.run.finished(name, copy, dry_run_exit_code(name, fake) == 0)
+                continue
+            await self._submit(active, ready)
+        if active is not None and active.run.state is not Step.RUNNING:
+            await self._finish(pipeline_id)
+
+    async def _submit(self, active: ActiveRun, ready: list[tuple[str, int]]) -> None:
+        specs = [self._job_spec(active, name, copy) for name, copy in ready]
+        try:
+            done = await self.sched.submit(ADMIN, specs)
+        except O11nError as exc:
+            log.warning("pipeline %s: cannot submit: %s", active.row.id, exc.message)
+            for name, copy in ready:
+                active.run.finished(name, copy, ok=False)
+            return
+        for (name, copy), submitted in zip(ready, done, strict=True):
+            active.jobs[(name, copy)] = submitted.id
+            self._by_job[submitted.id] = (active.row.id, name, copy)
+
+    def _job_spec(self, active: ActiveRun, name: str, copy: int) -> JobSpec:
+        sub = active.specs[name]
+        return JobSpec(
+            command=sub["command"],
+            name=name[:200],
+            tenant=active.row.tenant,
+            env=sub["env"],
+            tags=sub["tags"],
+            resources=sub["resources"],
+            timeout=sub["timeout"],
+            retry=RetryPolicy.model_validate(sub["retry"]),
+            labels={PIPELINE: str(active.row.id), SUBSTAGE: name, COPY: str(copy)},
+            idempotency_key=f"pipeline-{active.row.id}-{name}-{copy}"[:128],
+        )
+
+    def _on_event(self, event: Event) -> None:
+        if event.job_id in self._by_job and JobState(event.state).terminal:
+            task = asyncio.get_running_loop().create_task(
+                self._ended_and_pump(event.job_id, JobState(event.state))
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _ended_and_pump(self, job_id: int, state: JobState) -> None:
+        pipeline_id = await self._ended(job_id, state)
+        if pipeline_id is not None:
+            await self._pump(pipeline_id)
+
+    async def _ended(self, job_id: int, state: JobState) -> int | None:
+        where = self._by_job.pop(job_id, None)
+        if where is None or where[0] not in self.active:
+            return None
+        pipeline_id, name, copy = where
+        active = self.active[pipeline_id]
+        if active.run.substage(name).copy_states[copy] is not Step.RUNNING:
+            return pipeline_id  # a copy we cancelled, or a run already ended
+        for other in active.run.finished(name, copy, ok=state is JobState.SUCCEEDED):
+            await self._cancel_job(active.jobs[(name, other)])
+        return pipeline_id
+
+    async def _cancel_job(self, job_id: int) -> None:
+        with contextlib.suppress(O11nError):  # it ended meanwhile
+            await self.sched.cancel(ADMIN, job_id, reason="cancelled by its pipeline")
+
+    async def _finish(self, pipeline_id: int) -> None:
+        active = self.active.pop(pipeline_id, None)
+        if active is None:
+            return
+        for job_id in [j for j, w in self._by_job.items() if w[0] == pipeline_id]:
+            self._by_job.pop(job_id)
+        await self.sched.db.write(
+            self.store.finish,
+            pipeline_id,
+            active.run.state.value,
+            self._steps(active),
+            self.sched.clock(),
+        )
+
+
+def _stages(book: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(k, v) for k, v in book.items() if k not in ("err_no", "msg")]
