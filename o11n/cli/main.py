@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from o11n import __version__
-from o11n.cli import admin, jobs, pipeline, up, worker
+from o11n.cli import admin, jobs, pipeline, run, up, worker
 from o11n.errors import O11nError, Unavailable
 
 
@@ -34,6 +34,7 @@ app.add_typer(pipeline.app, name="pipeline")
 app.command("submit", context_settings={"allow_interspersed_args": False})(jobs.submit)
 app.command("worker")(worker.worker)
 app.command("up")(up.up)
+app.command("run")(run.run)
 
 
 @app.callback()

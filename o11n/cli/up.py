@@ -44,7 +44,7 @@ def up(
     stopping: list[int] = []
     for sig in STOP_SIGNALS:
         signal.signal(sig, lambda signum, _frame: stopping.append(signum))
-    server = _spawn(
+    server = spawn_o11n(
         [
             "server",
             "--host",
@@ -74,7 +74,7 @@ def up(
     print("o11n: stopped", file=sys.stderr)
 
 
-def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def spawn_o11n(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     base = {k: v for k, v in os.environ.items() if k not in ("O11N_TOKEN", "O11N_SERVER")}
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -114,7 +114,7 @@ def _start_workers(
     memory = host.memory_bytes() // max(count, 1)
     base = host.hostname()
     return [
-        _spawn(
+        spawn_o11n(
             [
                 "worker",
                 "--server",
