@@ -104,7 +104,7 @@ class PipelineRunner:
         """A pipeline's record: stages, substages, copies and their jobs."""
         active = self.active.get(row.id)
         steps = self._steps(active) if active else (row.summary or {})
-        state = active.run.state.value if active else row.state
+        state = row.state  # "running" until its end, cancels and all, is recorded
         stages = [
             {
                 "name": name,
