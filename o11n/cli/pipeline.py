@@ -1,4 +1,4 @@
-"""`o11n pipeline ...`: compile a pipeline file to a taskbook (more commands to come)."""
+"""`o11n pipeline ...`: compile a pipeline file for other engines; list, show, cancel runs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from o11n.cli.output import pairs
+from o11n.cli.output import JsonOption, ago, client, pairs, print_json, table
 from o11n.core.taskbook import compile_taskbook
 from o11n.pipeline.exporters import FORMATS
 from o11n.pipeline.loader import load, load_file
@@ -49,3 +49,59 @@ def compile_(
     }
     pipeline = pipeline.with_variables({**from_env, **pairs(var, "variable")})
     sys.stdout.write(FORMATS[format_.value](compile_taskbook(pipeline, build_id)))
+
+
+@app.command("list")
+def list_pipelines(ctx: typer.Context, json_: bool = JsonOption) -> None:
+    """Pipelines, newest first."""
+    with client(ctx) as api:
+        found = api.request("GET", "/api/v1/pipelines")["pipelines"]
+    if json_:
+        print_json(found)
+        return
+    table(
+        ["ID", "NAME", "TENANT", "STATE", "DRY RUN", "AGE"],
+        [
+            [
+                p["id"],
+                p["name"],
+                p["tenant"],
+                p["state"],
+                "yes" if p["dry_run"] else "",
+                ago(p["created_at"]),
+            ]
+            for p in found
+        ],
+    )
+
+
+@app.command("show")
+def show(ctx: typer.Context, pipeline_id: int, json_: bool = JsonOption) -> None:
+    """One pipeline: every stage and substage, with their jobs."""
+    with client(ctx) as api:
+        record = api.request("GET", f"/api/v1/pipelines/{pipeline_id}")
+    if json_:
+        print_json(record)
+        return
+    print(f"pipeline {record['id']} {record['name']}: {record['state']}")
+    table(
+        ["STAGE", "SUBSTAGE", "STATE", "JOBS"],
+        [
+            [
+                stage["name"],
+                sub["name"],
+                sub.get("state") or stage["state"],
+                ",".join(str(c["job_id"]) for c in sub.get("copies", []) if c.get("job_id")),
+            ]
+            for stage in record["stages"]
+            for sub in stage["substages"]
+        ],
+    )
+
+
+@app.command("cancel")
+def cancel(ctx: typer.Context, pipeline_id: int) -> None:
+    """Cancel a running pipeline and its jobs."""
+    with client(ctx) as api:
+        record = api.request("POST", f"/api/v1/pipelines/{pipeline_id}/cancel", retry=False)
+    print(f"pipeline {pipeline_id} {record['state']}")

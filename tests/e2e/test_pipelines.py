@@ -221,3 +221,28 @@ def test_o11n_run_refuses_a_bad_file_with_one_line(tmp_path: Path) -> None:
     bad.write_text("name: x\nstages:\n  - name: a\n    substages:\n      - {name: b}\n")
     done = o11n_run(str(bad))
     assert done.returncode == 2 and done.stderr.startswith(f"o11n: error: {bad}:5:")
+
+
+def test_cancel_list_and_show_through_the_cli(pool: ServerProcess) -> None:
+    from tests.servers import run_cli
+
+    text = (
+        "name: slow\nstages:\n  - name: s\n    substages:\n      - {name: nap, run: 'sleep 60'}\n"
+    )
+    with Client(pool.url, pool.token) as client:
+        pipeline_id = start(client, text)
+        wait_for(lambda: client.jobs(states=["running"])[0], 30, "the nap never started")
+        cancelled = run_cli(pool.url, pool.token, "pipeline", "cancel", str(pipeline_id))
+        assert cancelled.stdout.strip() == f"pipeline {pipeline_id} cancelled", cancelled.stderr
+        record = finished(client, pipeline_id)
+        assert record["state"] == "cancelled"
+        assert client.get(job_ids(record, "nap")[0]).state == "cancelled"
+    listed = run_cli(pool.url, pool.token, "pipeline", "list")
+    assert listed.stdout.splitlines()[1].split()[:4] == [
+        str(pipeline_id),
+        "slow",
+        "default",
+        "cancelled",
+    ]
+    shown = run_cli(pool.url, pool.token, "pipeline", "show", str(pipeline_id))
+    assert "nap" in shown.stdout and "cancelled" in shown.stdout
