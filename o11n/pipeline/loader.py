@@ -35,10 +35,17 @@ def load(text: str, file: str = "<pipeline>") -> Pipeline:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise SpecError(f"not valid YAML: {exc.problem or exc}", file, line, column) from None
+    except yaml.YAMLError as exc:  # e.g. a character YAML does not allow
+        raise SpecError(f"not valid YAML: {exc}", file, 1, 1) from None
+    except RecursionError:
+        raise SpecError("not valid YAML: nested too deeply", file, 1, 1) from None
     if node is None:
         raise SpecError("the pipeline file is empty", file, 1, 1)
     marks: Marks = {}
-    data = _plain(node, (), marks, file)
+    try:
+        data = _plain(node, (), marks, file)
+    except RecursionError:
+        raise SpecError("the pipeline is nested too deeply", file, 1, 1) from None
     try:
         return Pipeline.model_validate(data)
     except ValidationError as exc:

@@ -71,6 +71,8 @@ class PipelineRunner:
     ) -> int:
         """Start a pipeline; returns its id."""
         tenant = who.tenant_for(options.get("tenant"))
+        if tenant not in self.sched.tenants:
+            raise NotFound(f"no tenant {tenant!r}")
         row_id = await self.sched.db.write(
             self.store.insert, tenant, name, taskbook, options, self.sched.clock()
         )

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import Path, Query
 from pydantic import Field, StringConstraints
 
-from o11n.core.jobs import Event, Job, JobSpec, Model, Size, TagKey, TagValue
+from o11n.core.jobs import EnvName, Event, Job, JobSpec, Model, Size, TagKey, TagValue
 from o11n.core.states import JobState
 
 MAX_BATCH = 1000
@@ -249,7 +249,7 @@ class PipelineIn(Model):
     file_name: Annotated[str, StringConstraints(min_length=1, max_length=255)] = Field(
         "pipeline.yml", description="Named in error messages."
     )
-    vars: dict[str, Annotated[str, StringConstraints(max_length=32768)]] = Field(
+    vars: dict[EnvName, Annotated[str, StringConstraints(max_length=32768)]] = Field(
         default_factory=dict, max_length=256, description="Overrides of `variables`."
     )
     dry_run: bool = Field(

@@ -99,3 +99,16 @@ def test_the_examples_load() -> None:
 def test_a_missing_file_is_a_spec_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="cannot read the pipeline"):
         load_file(tmp_path / "nope.yml")
+
+
+@pytest.mark.parametrize(
+    ("text", "what"),
+    [
+        ("name: \u0095bad", "not valid YAML"),
+        ("[" * 5000 + "]" * 5000, "nested too deeply"),
+        ("just text", "valid dictionary"),
+    ],
+)
+def test_hostile_input_is_a_spec_error(text: str, what: str) -> None:
+    with pytest.raises(SpecError, match=what):
+        load(text, "p.yml")
