@@ -171,6 +171,7 @@ def _follow(client: Client, pipeline_id: int, quiet: bool) -> dict[str, Any]:
                 break
             time.sleep(POLL_SECONDS)
     if not quiet:
+        console.print()  # the live table leaves the cursor at the end of its last row
         console.print(
             f"pipeline {pipeline_id} {record['state']}", style=STATE_STYLE.get(record["state"], "")
         )
