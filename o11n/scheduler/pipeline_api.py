@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, WebSocket, WebSocketDisconnect
 
 from o11n.core.taskbook import compile_taskbook
+from o11n.errors import O11nError
 from o11n.pipeline.loader import load
 from o11n.scheduler.app import Caller
+from o11n.scheduler.auth import Principal
 from o11n.scheduler.pipelines import PipelineRunner
 from o11n.scheduler.schemas import (
     MAX_ID,
@@ -19,6 +23,8 @@ from o11n.scheduler.schemas import (
 )
 
 router = APIRouter(tags=["pipelines"])
+CLOSE_POLICY = 1008
+WATCH_POLL_SECONDS = 1.0  # a watcher looks again at least this often
 PipelineId = Annotated[int, Path(ge=1, le=MAX_ID, description="A pipeline id.")]
 
 
@@ -67,3 +73,36 @@ async def cancel(pipeline_id: PipelineId, request: Request, who: Caller) -> Pipe
     await runner.cancel(who, pipeline_id)
     row = await runner.get_row(who, pipeline_id)
     return PipelineOut.model_validate(runner.view(row))
+
+
+@router.websocket("/api/v1/pipelines/{pipeline_id}/watch")
+async def watch(ws: WebSocket, pipeline_id: PipelineId) -> None:
+    """Stream a pipeline's record each time it changes, until it ends."""
+    await ws.accept()
+    runner: PipelineRunner = ws.app.state.pipelines
+    header = ws.headers.get("authorization", "")
+    token = header.removeprefix("Bearer ").strip() or ws.query_params.get("token")
+    try:
+        who = runner.sched.tokens.authenticate(token)
+        await _stream(ws, runner, who, pipeline_id)
+    except O11nError as exc:
+        await ws.send_json({"type": "error", "code": exc.code, "message": exc.message})
+        await ws.close(CLOSE_POLICY)
+    except WebSocketDisconnect:
+        pass
+
+
+async def _stream(ws: WebSocket, runner: PipelineRunner, who: Principal, pipeline_id: int) -> None:
+    last: dict[str, object] = {}
+    while True:
+        view = runner.view(await runner.get_row(who, pipeline_id))
+        if view != last:
+            await ws.send_json({"type": "pipeline", **view})
+            last = view
+        if view["state"] != "running" or runner.sched.closing:
+            await ws.send_json({"type": "end", "state": view["state"]})
+            await ws.close()
+            return
+        async with runner.changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runner.changed.wait(), WATCH_POLL_SECONDS)

@@ -49,6 +49,7 @@ class PipelineRunner:
         self.active: dict[int, ActiveRun] = {}
         self._by_job: dict[int, tuple[int, str, int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.changed = asyncio.Condition()  # notified whenever a pipeline moves on
         sched.hub.listen(self._on_event)
 
     async def start(self) -> None:
@@ -210,6 +211,11 @@ class PipelineRunner:
         pipeline_id = await self._ended(job_id, state)
         if pipeline_id is not None:
             await self._pump(pipeline_id)
+            await self._notify()
+
+    async def _notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
 
     async def _ended(self, job_id: int, state: JobState) -> int | None:
         where = self._by_job.pop(job_id, None)
@@ -240,6 +246,7 @@ class PipelineRunner:
             self._steps(active),
             self.sched.clock(),
         )
+        await self._notify()
 
 
 def _stages(book: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:

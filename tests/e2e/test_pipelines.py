@@ -246,3 +246,40 @@ def test_cancel_list_and_show_through_the_cli(pool: ServerProcess) -> None:
     ]
     shown = run_cli(pool.url, pool.token, "pipeline", "show", str(pipeline_id))
     assert "nap" in shown.stdout and "cancelled" in shown.stdout
+
+
+def test_watch_a_pipeline_over_websocket(pool: ServerProcess) -> None:
+    import json
+
+    from websockets.sync.client import connect
+
+    text = (
+        "name: w\nstages:\n  - name: one\n    substages:\n      - {name: a, run: sleep 1}\n"
+        "  - name: two\n    substages:\n      - {name: b, run: 'true'}\n"
+    )
+    with Client(pool.url, pool.token) as client:
+        pipeline_id = start(client, text)
+    url = pool.url.replace("http", "ws") + f"/api/v1/pipelines/{pipeline_id}/watch"
+    with connect(url, additional_headers={"Authorization": f"Bearer {pool.token}"}) as ws:
+        messages = [json.loads(m) for m in ws]
+    assert messages[-1] == {"type": "end", "state": "succeeded"}
+    seen = [states(m) for m in messages if m["type"] == "pipeline"]
+    assert seen[0]["b"] == "pending" and seen[-1] == {"a": "succeeded", "b": "succeeded"}
+    assert len(seen) >= 2  # it streamed changes, not only the end
+
+
+def test_watching_another_tenants_pipeline_is_refused(pool: ServerProcess) -> None:
+    import json
+
+    from websockets.sync.client import connect
+
+    with Client(pool.url, pool.token) as client:
+        pipeline_id = start(
+            client,
+            "name: x\nstages:\n  - name: a\n    substages:\n      - {name: b, run: 'true'}\n",
+        )
+        bob = client.create_tenant("bob")["token"]
+    url = pool.url.replace("http", "ws") + f"/api/v1/pipelines/{pipeline_id}/watch"
+    with connect(url, additional_headers={"Authorization": f"Bearer {bob}"}) as ws:
+        first = json.loads(ws.recv(10))
+    assert first["type"] == "error" and "no pipeline" in first["message"]
