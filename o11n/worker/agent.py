@@ -15,11 +15,13 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from o11n.core.jobs import JobSpec
+from o11n.errors import O11nError
 from o11n.worker.api import WorkerApi
 from o11n.worker.executor import Attempt, Ended, ProcessExecutor
 from o11n.worker.logs import LogShipper
@@ -84,11 +86,7 @@ class Agent:
         """Tell the scheduler who this worker is and what it offers."""
         c = self.config
         body = {"name": c.name, "tags": c.tags, "cpu": c.cpus, "memory": c.memory, "gpu": c.gpus}
-        self.api.on_unregistered = None  # a scheduler that forgets us mid-register: retry
-        try:
-            answer = await self.api.call("/api/v1/workers/register", body)
-        finally:
-            self.api.on_unregistered = self.register
+        answer = await self.api.call("/api/v1/workers/register", body, register_again=False)
         self.heartbeat_seconds = float(answer["heartbeat_seconds"])
         log.info("registered as %s with %s", c.name, self.api.server)
 
@@ -96,9 +94,9 @@ class Agent:
         """Work until drained, then wait for running attempts (up to the drain timeout)."""
         await self.register()
         loops = [
-            asyncio.create_task(self._lease_loop()),
-            asyncio.create_task(self._heartbeat_loop()),
-            asyncio.create_task(self.reporter.run()),
+            asyncio.create_task(self._keep(self._lease_loop, "the lease loop")),
+            asyncio.create_task(self._keep(self._heartbeat_loop, "the heartbeat loop")),
+            asyncio.create_task(self._keep(self.reporter.run, "the reporter")),
         ]
         try:
             await self.draining.wait()
@@ -107,6 +105,17 @@ class Agent:
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
+
+    async def _keep(self, loop: Callable[[], Awaitable[None]], what: str) -> None:
+        """Run a loop; if the scheduler refuses a call outright, say so and start it again
+        (a worker must not fall silent while it looks alive)."""
+        while True:
+            try:
+                await loop()
+                return
+            except O11nError as exc:
+                log.error("%s stopped: %s; starting it again", what, exc.message)
+                await asyncio.sleep(1.0)
 
     def drain(self, tell_scheduler: bool = True) -> None:
         """Take no new work; finish what runs. The scheduler is told at once, so that

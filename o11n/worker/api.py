@@ -35,13 +35,16 @@ class WorkerApi:
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         self._session: aiohttp.ClientSession | None = None
+        self._registering: asyncio.Future[None] | None = None
 
     async def close(self) -> None:
         """Close the connection pool."""
         if self._session is not None:
             await self._session.close()
 
-    async def call(self, path: str, body: Any, *, wait: float = 0.0) -> Any:
+    async def call(
+        self, path: str, body: Any, *, wait: float = 0.0, register_again: bool = True
+    ) -> Any:
         """POST `body` to `path`, retrying until the scheduler takes it; the decoded answer.
 
         Error answers other than 'retry later' raise their o11n error (a 409, for
@@ -57,14 +60,22 @@ class WorkerApi:
                 if status < 400:
                     return json.loads(data)
                 error = error_for(status, data)
-                if not isinstance(error, NotRegistered) or self.on_unregistered is None:
+                if not isinstance(error, NotRegistered) or not register_again:
                     raise error
-                await self.on_unregistered()
+                await self._register_again()
                 continue
             failures += 1
             if failures in (1, 10) or failures % 100 == 0:
                 log.warning("scheduler at %s unavailable (try %d); retrying", self.server, failures)
             await asyncio.sleep(self.backoff.delay(min(failures, 20)))
+
+    async def _register_again(self) -> None:
+        """One registration, however many calls found the worker forgotten at once."""
+        if self.on_unregistered is None:
+            raise NotRegistered("the scheduler does not know this worker")
+        if self._registering is None or self._registering.done():
+            self._registering = asyncio.ensure_future(self.on_unregistered())
+        await asyncio.shield(self._registering)
 
     async def _post(
         self, path: str, content: str, timeout: aiohttp.ClientTimeout

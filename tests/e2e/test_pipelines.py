@@ -29,7 +29,12 @@ def finished(client: Client, pipeline_id: int, timeout: float = 60) -> dict[str,
         record: dict[str, Any] = client.request("GET", f"/api/v1/pipelines/{pipeline_id}")
         return record if record["state"] != "running" else None
 
-    return wait_for(done, timeout, f"pipeline {pipeline_id} still running")
+    def what() -> str:
+        jobs = [(j.id, j.name, j.state, j.attempt) for j in client.jobs(limit=500)[0]]
+        record = client.request("GET", f"/api/v1/pipelines/{pipeline_id}")
+        return f"pipeline {pipeline_id} still running: {record} jobs {jobs}"
+
+    return wait_for(done, timeout, what)
 
 
 def states(record: dict[str, Any]) -> dict[str, str]:
