@@ -8,6 +8,7 @@ with `up` should it be killed.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -20,9 +21,15 @@ import typer
 
 from o11n.scheduler.server import DEFAULT_PORT, data_dir_default
 from o11n.worker import host
-from o11n.worker.executor import die_with_parent
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent() -> None:
+    """In a child between fork and exec: be killed when `up` dies."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def up(

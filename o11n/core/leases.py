@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from o11n.core.jobs import JobSpec
@@ -38,9 +38,6 @@ class LeaseBook:
 
     def __len__(self) -> int:
         return len(self._by_job)
-
-    def __iter__(self) -> Iterator[Lease]:
-        return iter(list(self._by_job.values()))
 
     def grant(self, lease: Lease) -> Lease:
         """Record a lease; it expires `duration` seconds from now unless renewed."""

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
 import yaml
 
-from o11n.core.pipeline import Pipeline, Stage, Substage, expand
+from o11n.core.pipeline import RESERVED_STAGE_NAMES, Pipeline, Stage, Substage, expand
 from o11n.core.units import format_size
 
 
@@ -47,6 +48,11 @@ def compile_taskbook(pipeline: Pipeline, build_id: int = 0) -> dict[str, Any]:
             "substages": [_substage(pipeline, stage, sub, build_id) for sub in expand(stage)],
         }
     return book
+
+
+def stages(book: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A taskbook's (stage name, stage) pairs, in order."""
+    return [(k, v) for k, v in book.items() if k not in RESERVED_STAGE_NAMES]
 
 
 def schema() -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 from o11n.core.jobs import Event, JobSpec, RetryPolicy
 from o11n.core.runs import PipelineRun, Step, dry_run_exit_code
 from o11n.core.states import JobState
+from o11n.core.taskbook import stages
 from o11n.errors import NotFound, O11nError
 from o11n.scheduler.auth import Principal
 from o11n.scheduler.service import Scheduler
@@ -108,7 +109,7 @@ class PipelineRunner:
         active = self.active.get(row.id)
         steps = self._steps(active) if active else (row.summary or {})
         state = row.state  # "running" until its end, cancels and all, is recorded
-        stages = [
+        stage_views = [
             {
                 "name": name,
                 "state": steps.get("stages", {}).get(name, state),
@@ -120,7 +121,7 @@ class PipelineRunner:
                     for s in stage["substages"]
                 ],
             }
-            for name, stage in _stages(row.taskbook)
+            for name, stage in stages(row.taskbook)
         ]
         return {
             "id": row.id,
@@ -128,7 +129,7 @@ class PipelineRunner:
             "tenant": row.tenant,
             "state": state,
             "dry_run": bool(row.options.get("dry_run")),
-            "stages": stages,
+            "stages": stage_views,
             "created_at": row.created_at,
             "finished_at": row.finished_at,
         }
@@ -149,7 +150,7 @@ class PipelineRunner:
 
     def _activate(self, row: PipelineRow) -> ActiveRun:
         active = ActiveRun(row, PipelineRun(row.taskbook))
-        for _, stage in _stages(row.taskbook):
+        for _, stage in stages(row.taskbook):
             for sub in stage["substages"]:
                 active.specs[sub["substage_name"]] = sub
         self.active[row.id] = active
@@ -247,7 +248,3 @@ class PipelineRunner:
             self.sched.clock(),
         )
         await self._notify()
-
-
-def _stages(book: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    return [(k, v) for k, v in book.items() if k not in ("err_no", "msg")]

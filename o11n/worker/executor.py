@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -28,8 +27,6 @@ from o11n.core.jobs import JobSpec
 READ_SIZE = 64 * 1024
 _SETPRIV = shutil.which("setpriv")
 DEATH_GUARD = [_SETPRIV, "--pdeathsig", "KILL", "--"] if _SETPRIV else []
-PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True) if os.name == "posix" else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +55,6 @@ class Output(Protocol):
     """Where an attempt's output goes (the log shipper)."""
 
     async def write(self, stream: str, data: bytes) -> None: ...
-
-
-def die_with_parent() -> None:
-    """In a child between fork and exec: be killed when the parent dies."""
-    if _libc is not None:
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def command_argv(command: list[str] | str) -> list[str]:

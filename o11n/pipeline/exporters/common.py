@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import yaml
 
+from o11n.core.taskbook import stages
+
 DEFAULT_IMAGE = "debian:bookworm-slim"  # for substages that name no image, on container engines
-TASKBOOK_KEYS = ("err_no", "msg")
-
-
-def stages(book: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(name, stage) in order."""
-    for name, stage in book.items():
-        if name not in TASKBOOK_KEYS:
-            yield name, stage
 
 
 def pipeline_name(book: dict[str, Any]) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from o11n.pipeline.exporters.common import dump_yaml, stages
+from o11n.core.taskbook import stages
+from o11n.pipeline.exporters.common import dump_yaml
 
 RETRY_WHEN = {  # o11n's `when` -> GitLab's retry:when
     "lost": "runner_system_failure",

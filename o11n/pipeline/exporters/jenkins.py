@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from o11n.pipeline.exporters.common import script, stages
+from o11n.core.taskbook import stages
+from o11n.pipeline.exporters.common import script
 
 
 def export(book: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from o11n.core.taskbook import stages
 from o11n.pipeline.exporters.common import (
     DEFAULT_IMAGE,
     argv,
@@ -12,7 +13,6 @@ from o11n.pipeline.exporters.common import (
     k8s_resources,
     pipeline_name,
     slug,
-    stages,
 )
 
 
