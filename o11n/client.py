@@ -18,7 +18,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ import httpx
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from websockets.sync.client import connect
 
+from o11n.cas import tree as trees
+from o11n.cas.store import digest_of
 from o11n.core.jobs import Event, Job, JobSpec
 from o11n.core.states import JobState
 from o11n.errors import (
@@ -43,6 +45,7 @@ from o11n.errors import (
 
 DEFAULT_SERVER = "http://127.0.0.1:8787"
 RETRY_STATUS = {502, 503, 504}
+BLOB_TIMEOUT = 600.0
 CODES: dict[str, type[O11nError]] = {
     "lease_expired": LeaseExpired,
     "worker_not_registered": NotRegistered,
@@ -105,6 +108,16 @@ def default_token() -> str | None:
     return path.read_text().strip() if path.exists() else None
 
 
+@dataclass(frozen=True, slots=True)
+class TreeUpload:
+    """What storing a folder took: its files, distinct blobs, and those sent."""
+
+    files: int
+    blobs: int
+    uploaded: int
+    uploaded_bytes: int
+
+
 class Client:
     """A connection to one scheduler."""
 
@@ -148,8 +161,10 @@ class Client:
         params: Any = None,
         retry: bool = True,
         timeout: float | None = None,
+        raw: Callable[[], Iterable[bytes]] | None = None,
     ) -> Any:
-        """One API call; retried with back-off when `retry` and the scheduler is unreachable."""
+        """One API call; retried with back-off when `retry` and the scheduler is unreachable.
+        `raw` gives the body's bytes instead of `body` as JSON (called again on each try)."""
         attempt = 0
         content = json.dumps(body) if body is not None else None
         headers = {"Content-Type": "application/json"} if content is not None else None
@@ -157,7 +172,12 @@ class Client:
         while True:
             try:
                 response = self._http.request(
-                    method, path, content=content, params=params, headers=headers, timeout=limit
+                    method,
+                    path,
+                    content=raw() if raw is not None else content,
+                    params=params,
+                    headers=headers,
+                    timeout=limit,
                 )
                 if response.status_code not in RETRY_STATUS or not retry:
                     break
@@ -179,6 +199,57 @@ class Client:
     def delay(self, attempt: int) -> float:
         """Back-off before retry number `attempt`: exponential, capped, with full jitter."""
         return self.backoff.delay(attempt)
+
+    # -- the content-addressed store ---------------------------------------------
+
+    def missing(self, digests: Iterable[str]) -> list[str]:
+        """Which of these blobs the store lacks (asked in batches of 10,000)."""
+        wanted, missing = list(digests), []
+        for i in range(0, len(wanted), 10_000):
+            body = {"digests": wanted[i : i + 10_000]}
+            missing += self.request("POST", "/api/v1/cas/missing", body=body)["missing"]
+        return missing
+
+    def put_blob(self, digest: str, source: Path | bytes) -> None:
+        """Upload a file's content (or bytes) as the blob `digest`."""
+
+        def chunks() -> Iterator[bytes]:
+            if isinstance(source, bytes):
+                yield source
+                return
+            with source.open("rb") as f:
+                while chunk := f.read(1024 * 1024):
+                    yield chunk
+
+        self.request("PUT", f"/api/v1/cas/blobs/{digest}", raw=chunks, timeout=BLOB_TIMEOUT)
+
+    def get_blob(self, digest: str) -> bytes:
+        """A blob's content."""
+        response = self._http.get(f"/api/v1/cas/blobs/{digest}", timeout=BLOB_TIMEOUT)
+        if response.status_code >= 400:
+            raise_for(response)
+        return response.content
+
+    def upload_tree(
+        self, root: Path, progress: Callable[[int, int], None] | None = None
+    ) -> tuple[str, TreeUpload]:
+        """Store a folder (minus what `.gitignore` and `.o11nignore` exclude); the digest
+        of its tree and what it took. Blobs the store holds already are not sent again.
+        `progress(bytes_sent, bytes_to_send)` is told as the upload goes."""
+        tree, sources = trees.scan(root)
+        missing = self.missing(sources)
+        total = sum(sources[d].stat().st_size for d in missing)
+        sent = 0
+        for digest in missing:
+            self.put_blob(digest, sources[digest])
+            sent += sources[digest].stat().st_size
+            if progress is not None:
+                progress(sent, total)
+        listing = trees.to_bytes(tree)
+        digest = digest_of(listing)
+        self.put_blob(digest, listing)
+        files = sum(1 for e in tree.values() if e.digest)
+        return digest, TreeUpload(files, len(sources), len(missing), sent)
 
     # -- jobs -------------------------------------------------------------------
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from o11n.cas import tree as trees
 from o11n.cli.output import JsonOption, ago, client, pairs, print_json, table
+from o11n.client import Client
 from o11n.core.taskbook import compile_taskbook
+from o11n.core.units import format_size
 from o11n.pipeline.exporters import FORMATS
 from o11n.pipeline.loader import load, load_file
 
@@ -105,3 +110,52 @@ def cancel(ctx: typer.Context, pipeline_id: int) -> None:
     with client(ctx) as api:
         record = api.request("POST", f"/api/v1/pipelines/{pipeline_id}/cancel", retry=False)
     print(f"pipeline {pipeline_id} {record['state']}")
+
+
+@app.command("artifacts")
+def artifacts(
+    ctx: typer.Context,
+    pipeline_id: int,
+    download: Path = typer.Option(
+        None, "--download", file_okay=False, help="Write them under DIR/<substage>/."
+    ),
+    json_: bool = JsonOption,
+) -> None:
+    """The artifacts a pipeline's substages stored (cached substages' included)."""
+    with client(ctx) as api:
+        found = api.request("GET", f"/api/v1/pipelines/{pipeline_id}/artifacts")["artifacts"]
+        if download is not None:
+            _download(api, found, download)
+    if json_:
+        print_json(found)
+        return
+    table(
+        ["SUBSTAGE", "PATH", "SIZE", "DIGEST"],
+        [
+            [
+                a["substage"],
+                a["path"],
+                format_size(a["size"]) if a["digest"] else "link",
+                (a["digest"] or a["link"])[:16],
+            ]
+            for a in found
+        ],
+    )
+    if download is not None:
+        print(f"{len(found)} files written under {download}", file=sys.stderr)
+
+
+def _download(api: Client, found: list[dict[str, Any]], dest: Path) -> None:
+    """Lay out each substage's artifacts under dest/<substage>/, each blob fetched once."""
+    with tempfile.TemporaryDirectory(prefix="o11n-artifacts-") as tmp:
+        blobs = Path(tmp)
+        for digest in {a["digest"] for a in found if a["digest"]}:
+            (blobs / digest).write_bytes(api.get_blob(digest))
+        by_substage: dict[str, trees.Tree] = {}
+        for a in found:
+            entry = trees.Entry(a["digest"], a["size"], a.get("executable", False), a["link"])
+            by_substage.setdefault(a["substage"], {})[a["path"]] = entry
+        for substage, tree in by_substage.items():
+            folder = dest / substage.replace("/", "_")
+            folder.mkdir(parents=True, exist_ok=True)
+            trees.lay_out(tree, folder, lambda d: blobs / d)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -16,8 +18,10 @@ from typing import Any
 
 import httpx
 import typer
+from rich.filesize import decimal
 from rich.live import Live
 from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 from rich.table import Table
 
 from o11n.cli.output import console, pairs
@@ -35,6 +39,8 @@ STATE_STYLE = {
     "cached": "cyan",
     "running": "bold",
     "pending": "dim",
+    "queued": "dim",
+    "assigned": "dim",
 }
 
 
@@ -50,6 +56,16 @@ def run(
     workers: int = typer.Option(
         None, min=1, help="Local workers, without O11N_SERVER [default: one per core]."
     ),
+    workspace: Path = typer.Option(
+        None,
+        "--workspace",
+        file_okay=False,
+        exists=True,
+        help="The folder every substage starts with [default: the pipeline file's folder].",
+    ),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="Run every substage, even those with a cached success."
+    ),
     json_: bool = typer.Option(False, "--json", help="Print the final pipeline record."),
 ) -> None:
     """Run a pipeline and show its stages as they go; exit 0 if it succeeded, else 1."""
@@ -60,17 +76,48 @@ def run(
         "vars": pairs(var, "variable"),
         "dry_run": dry_run,
         "fake_exit_codes": _fake_exit_codes(),
+        "no_cache": no_cache,
     }
     obj = ctx.obj or {}
     server = obj.get("server") or os.environ.get("O11N_SERVER")
     with _scheduler(server, obj.get("token"), workers) as client:
+        body["workspace"] = _upload(client, workspace or file.resolve().parent, quiet=json_)
         pipeline_id = client.request("POST", "/api/v1/pipelines", body=body)["id"]
         if not json_:
             console.print(f"pipeline {pipeline_id}: {pipeline.name}", style="bold")
-        record = _follow(client, pipeline_id, quiet=json_)
+        try:
+            record = _follow(client, pipeline_id, quiet=json_)
+        except KeyboardInterrupt:  # the pipeline must not go on (or resume) unwatched
+            client.request("POST", f"/api/v1/pipelines/{pipeline_id}/cancel", retry=False)
+            console.print(f"pipeline {pipeline_id} cancelled", style="yellow")
+            raise typer.Exit(130) from None
     if json_:
         sys.stdout.write(json.dumps(record, indent=2) + "\n")
     raise typer.Exit(0 if record["state"] == "succeeded" else 1)
+
+
+def _upload(client: Client, folder: Path, quiet: bool) -> str:
+    """Store the workspace, showing progress while blobs go up; its tree's digest."""
+    with Progress(
+        TextColumn("workspace"),
+        BarColumn(),
+        DownloadColumn(),
+        console=console,
+        transient=True,
+        disable=quiet or not console.is_terminal,
+    ) as bar:
+        task = bar.add_task("upload", total=None)
+        digest, done = client.upload_tree(
+            folder, progress=lambda sent, total: bar.update(task, completed=sent, total=total)
+        )
+    if not quiet:
+        console.print(
+            f"workspace {folder}: {done.files} files, {done.uploaded} uploaded "
+            f"({decimal(done.uploaded_bytes)})",
+            style="dim",
+            highlight=False,
+        )
+    return digest
 
 
 def _fake_exit_codes() -> dict[str, int]:
@@ -91,8 +138,7 @@ def _scheduler(server: str | None, token: str | None, workers: int | None) -> It
         with Client(server, token) as client:
             yield client
         return
-    with tempfile.TemporaryDirectory(prefix="o11n-run-") as tmp:
-        data = Path(tmp)
+    with _data_dir() as data:
         port = _free_port()
         count = workers or host.cores()
         up = spawn_o11n(
@@ -122,6 +168,34 @@ def _scheduler(server: str | None, token: str | None, workers: int | None) -> It
             except subprocess.TimeoutExpired:
                 up.kill()
                 up.wait()
+
+
+@contextmanager
+def _data_dir() -> Iterator[Path]:
+    """Where the local scheduler keeps its database and store: kept between runs (so the
+    step cache works) under ~/.cache/o11n/run, or a temporary folder when another run
+    holds that one."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "o11n" / "run"
+    with contextlib.ExitStack() as stack:
+        why = _hold(cache, stack)
+        if why is None:
+            yield cache
+            return
+        console.print(f"no step cache: {why}", style="yellow")
+        yield Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="o11n-run-")))
+
+
+def _hold(folder: Path, stack: contextlib.ExitStack) -> str | None:
+    """Lock `folder` for this run (released with `stack`); why not, if it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = stack.enter_context((folder / "lock").open("w"))
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return f"another o11n run is using {folder}"
+    except OSError as exc:
+        return f"cannot use {folder}: {exc.strerror}"
+    return None
 
 
 def _free_port() -> int:
@@ -192,13 +266,16 @@ def _table(record: dict[str, Any], jobs: dict[int, Any]) -> Table:
             job_ids = [c["job_id"] for c in sub.get("copies", []) if c.get("job_id")]
             job = jobs.get(job_ids[-1]) if job_ids else None
             state = sub.get("state") or stage["state"]
+            if state == "running" and job is not None and job.state in ("queued", "assigned"):
+                state = job.state  # waiting for a worker that fits
+            cached = sub.get("cached_from")
             table.add_row(
                 escape(stage["name"]),
                 escape(sub["name"]),
                 f"[{STATE_STYLE.get(state, '')}]{state}",
                 str(job.attempt) if job else "",
-                ",".join(map(str, job_ids)),
-                _duration(job),
+                f"from {cached}" if cached else ",".join(map(str, job_ids)),
+                "" if cached else _duration(job),
             )
     return table
 

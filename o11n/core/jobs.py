@@ -31,6 +31,9 @@ TagKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-/]
 TagValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-/:+@]{1,255}$")]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Digest = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+OutputPath = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+MAX_OUTPUTS = 256
 FailureKind = Literal["lost", "timeout", "failure", "error"]
 RETRY_BY_DEFAULT: tuple[FailureKind, ...] = ("lost",)  # a vanished worker is not the job's fault
 
@@ -117,6 +120,17 @@ class JobSpec(Model):
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
         None, description="Submitting the same key twice returns the first job."
     )
+    files: Digest | None = Field(
+        None,
+        description="A tree in the content-addressed store, laid out in the work directory "
+        "before the command starts.",
+    )
+    outputs: list[OutputPath] = Field(
+        default_factory=list,
+        max_length=MAX_OUTPUTS,
+        description="Paths or globs in the work directory to store after a success; the "
+        "attempt records their tree.",
+    )
 
     @field_validator("command")
     @classmethod
@@ -164,6 +178,7 @@ class Attempt(Model):
     signal: int | None = None
     outcome: Literal["succeeded", "lost", "timeout", "failure", "error", "cancelled"] | None = None
     reason: str | None = None
+    outputs: Digest | None = None
 
 
 class Job(JobSpec):

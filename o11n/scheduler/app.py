@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from o11n import __version__
+from o11n.cas.store import CasStore
 from o11n.errors import (
     BadRequest,
     Conflict,
@@ -93,12 +94,12 @@ def _describe(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def create_app(scheduler: Scheduler, *, manage_lifecycle: bool = True) -> FastAPI:
-    """The HTTP/WebSocket application around a scheduler."""
-    from o11n.scheduler import api, pipeline_api, watch, worker_api
+def create_app(scheduler: Scheduler, cas: CasStore, *, manage_lifecycle: bool = True) -> FastAPI:
+    """The HTTP/WebSocket application around a scheduler and its content-addressed store."""
+    from o11n.scheduler import api, cas_api, pipeline_api, watch, worker_api
     from o11n.scheduler.pipelines import PipelineRunner
 
-    runner = PipelineRunner(scheduler)
+    runner = PipelineRunner(scheduler, cas)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -120,6 +121,7 @@ def create_app(scheduler: Scheduler, *, manage_lifecycle: bool = True) -> FastAP
     )
     app.state.scheduler = scheduler
     app.state.pipelines = runner
+    app.state.cas = cas
 
     @app.exception_handler(O11nError)
     async def _o11n_error(_request: Request, exc: O11nError) -> JSONResponse:
@@ -142,4 +144,5 @@ def create_app(scheduler: Scheduler, *, manage_lifecycle: bool = True) -> FastAP
     app.include_router(api.router)
     app.include_router(pipeline_api.router)
     app.include_router(watch.router)
+    app.include_router(cas_api.router)
     return app

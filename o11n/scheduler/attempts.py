@@ -33,6 +33,7 @@ class Report:
     kind: FailureKind | None = None  # None: judge by the exit code
     reason: str | None = None
     started_at: float | None = None
+    outputs: str | None = None  # the digest of the tree of outputs stored after a success
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,11 @@ class Ending:
 def ending_of(lease: Lease, report: Report, started: bool) -> Ending:
     kind = classify_exit(report.exit_code, report.kind)
     end = AttemptEnd(
-        kind or "succeeded", report.exit_code, report.signal, report.reason, report.started_at
+        kind or "succeeded",
+        report.exit_code,
+        report.signal,
+        report.reason,
+        report.started_at,
+        report.outputs if kind is None else None,
     )
     return Ending(lease, Outcome(kind, report.exit_code, report.reason), end, started)

@@ -8,14 +8,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, WebSocket, WebSocketDisconnect
 
+from o11n.cas import tree as trees
+from o11n.cas.store import CasStore
 from o11n.core.taskbook import compile_taskbook
-from o11n.errors import O11nError
+from o11n.errors import BadRequest, NotFound, O11nError
 from o11n.pipeline.loader import load
 from o11n.scheduler.app import Caller
 from o11n.scheduler.auth import Principal
 from o11n.scheduler.pipelines import PipelineRunner
 from o11n.scheduler.schemas import (
     MAX_ID,
+    ArtifactList,
+    ArtifactOut,
     PipelineCreated,
     PipelineIn,
     PipelineList,
@@ -38,12 +42,17 @@ async def create(body: PipelineIn, request: Request, who: Caller) -> PipelineCre
     """Start a pipeline; the scheduler runs it stage by stage (errors name line and column)."""
     pipeline = load(body.pipeline, body.file_name).with_variables(body.vars)
     book = compile_taskbook(pipeline, body.build_id)
+    runner = runner_of(request)
+    if body.workspace is not None:
+        await asyncio.to_thread(_check_tree, runner.cas, body.workspace)
     options = {
         "dry_run": body.dry_run,
         "fake_exit_codes": body.fake_exit_codes,
         "tenant": body.tenant,
+        "workspace": body.workspace,
+        "no_cache": body.no_cache,
     }
-    pipeline_id = await runner_of(request).create(who, pipeline.name, book, options)
+    pipeline_id = await runner.create(who, pipeline.name, book, options)
     return PipelineCreated(id=pipeline_id)
 
 
@@ -64,6 +73,40 @@ async def get(pipeline_id: PipelineId, request: Request, who: Caller) -> Pipelin
     runner = runner_of(request)
     row = await runner.get_row(who, pipeline_id)
     return PipelineOut.model_validate(runner.view(row))
+
+
+def _check_tree(cas: CasStore, digest: str) -> None:
+    try:
+        _read_tree(cas, digest)
+    except NotFound:
+        raise BadRequest(
+            f"workspace {digest}: no such tree in the store; upload it first"
+        ) from None
+
+
+def _read_tree(cas: CasStore, digest: str) -> trees.Tree:
+    return trees.from_bytes(cas.read(digest))
+
+
+@router.get("/api/v1/pipelines/{pipeline_id}/artifacts")
+async def artifacts(pipeline_id: PipelineId, request: Request, who: Caller) -> ArtifactList:
+    """Every file the pipeline's substages stored as artifacts (cached ones included)."""
+    runner = runner_of(request)
+    view = runner.view(await runner.get_row(who, pipeline_id))
+    listed = [
+        (sub["name"], sub["artifacts"])
+        for stage in view["stages"]
+        for sub in stage["substages"]
+        if sub.get("artifacts")
+    ]
+    out = []
+    for name, digest in listed:
+        tree = await asyncio.to_thread(_read_tree, runner.cas, digest)
+        out += [
+            ArtifactOut(substage=name, path=path, **entry.as_json())
+            for path, entry in sorted(tree.items())
+        ]
+    return ArtifactList(artifacts=out)
 
 
 @router.post("/api/v1/pipelines/{pipeline_id}/cancel")

@@ -1,20 +1,34 @@
 """The pipeline runner: the scheduler itself advances pipelines, stage by stage.
 
 Each substage copy runs as an ordinary job, labelled with its pipeline,
-substage and copy, so the jobs are the truth: at start-up a running pipeline's
-progress is rebuilt from its jobs' states, and a pipeline goes on if its client
-goes away or the scheduler restarts. Job events drive the run's state machine
-(`o11n.core.runs`); a dry run submits nothing and feeds it fake exit codes.
+substage and copy, so the jobs are the truth: at start-up a running pipeline is
+advanced again from the beginning, and each substage that already has a job
+(found by its idempotency key) takes up that job where it stands, so a
+pipeline goes on if its client goes away or the scheduler restarts. Job events
+drive the run's state machine (`o11n.core.runs`); a dry run submits nothing
+and feeds it fake exit codes.
+
+A substage starts in its inputs: the workspace the run was given and the
+artifacts of the substages that succeeded in earlier stages, merged into one
+tree in the content-addressed store. Its cache key covers its command, env,
+image, declared artifacts, the workspace files its `cache.inputs` name (the
+whole workspace when it names none) and the artifacts it receives; a key that
+matches an earlier success of the tenant marks the substage cached, with that
+success's job and artifacts, and nothing runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from o11n.cas import tree as trees
+from o11n.cas.store import CasStore
 from o11n.core.jobs import Event, JobSpec, RetryPolicy
 from o11n.core.runs import PipelineRun, Step, dry_run_exit_code
 from o11n.core.states import JobState
@@ -23,7 +37,7 @@ from o11n.errors import NotFound, O11nError
 from o11n.scheduler.auth import Principal
 from o11n.scheduler.service import Scheduler
 from o11n.store.jobs import JobFilter
-from o11n.store.pipelines import PipelineRow, PipelineStore
+from o11n.store.pipelines import CacheHit, PipelineRow, PipelineStore
 
 log = logging.getLogger(__name__)
 ADMIN = Principal("admin")
@@ -39,13 +53,23 @@ class ActiveRun:
     run: PipelineRun
     jobs: dict[tuple[str, int], int] = field(default_factory=dict)
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    found: dict[tuple[str, int], tuple[int, JobState]] = field(default_factory=dict)
+    inputs: dict[str, str | None] = field(default_factory=dict)  # substage -> input tree
+    keys: dict[str, str] = field(default_factory=dict)  # substage -> cache key
+    outputs: dict[str, str | None] = field(default_factory=dict)  # substage -> artifacts
+    cached_from: dict[str, int] = field(default_factory=dict)  # substage -> earlier job
+
+    @property
+    def caching(self) -> bool:
+        return not self.row.options.get("no_cache")
 
 
 class PipelineRunner:
     """Starts pipelines, follows their jobs, and moves them on."""
 
-    def __init__(self, sched: Scheduler) -> None:
+    def __init__(self, sched: Scheduler, cas: CasStore) -> None:
         self.sched = sched
+        self.cas = cas
         self.store = PipelineStore(sched.db)
         self.active: dict[int, ActiveRun] = {}
         self._by_job: dict[int, tuple[int, str, int]] = {}
@@ -58,14 +82,9 @@ class PipelineRunner:
         for row in await self.sched.db.read(self.store.find, live=True, limit=10_000):
             active = self._activate(row)
             where = JobFilter(labels=((PIPELINE, str(row.id)),), limit=MAX_JOBS_PER_PIPELINE)
-            jobs = await self.sched.db.read(self.sched.jobs.find, where)
-            for job in sorted(jobs, key=lambda j: j.id):  # replayed in the order they ran
+            for job in await self.sched.db.read(self.sched.jobs.find, where):
                 key = (job.labels[SUBSTAGE], int(job.labels[COPY]))
-                active.run.resumed(*key)
-                active.jobs[key] = job.id
-                self._by_job[job.id] = (row.id, *key)
-                if job.state.terminal:
-                    await self._ended(job.id, job.state)
+                active.found[key] = (job.id, job.state)
             await self._pump(row.id)
 
     async def create(
@@ -139,11 +158,24 @@ class PipelineRunner:
         subs = {}
         for stage in active.run.stages:
             for sub in stage.substages:
+                cached_from = active.cached_from.get(sub.name)
                 copies = [
-                    {"copy": i, "state": s.value, "job_id": active.jobs.get((sub.name, i))}
+                    {
+                        "copy": i,
+                        "state": s.value,
+                        "job_id": cached_from
+                        if i == 0 and cached_from
+                        else active.jobs.get((sub.name, i)),
+                    }
                     for i, s in enumerate(sub.copy_states)
                 ]
-                subs[sub.name] = {"state": sub.state.value, "copies": copies}
+                subs[sub.name] = {
+                    "state": sub.state.value,
+                    "copies": copies,
+                    "artifacts": active.outputs.get(sub.name),
+                    "cached_from": cached_from,
+                    "cache_key": active.keys.get(sub.name),
+                }
         return {"stages": {s.name: s.state.value for s in active.run.stages}, "substages": subs}
 
     # -- internals ----------------------------------------------------------------
@@ -163,6 +195,8 @@ class PipelineRunner:
             ready = active.run.ready()
             if not ready:
                 break
+            await self._prepare(active, {name for name, _ in ready})
+            ready = [(name, copy) for name, copy in ready if name not in active.cached_from]
             if active.row.options.get("dry_run"):
                 fake = active.row.options.get("fake_exit_codes", {})
                 for name, copy in ready:
@@ -172,18 +206,74 @@ class PipelineRunner:
         if active is not None and active.run.state is not Step.RUNNING:
             await self._finish(pipeline_id)
 
+    async def _prepare(self, active: ActiveRun, names: set[str]) -> None:
+        """The input tree and cache key of substages about to start; those whose key
+        matches an earlier success are marked cached."""
+        received = [active.outputs.get(s.name) for st in active.run.stages for s in st.substages]
+        workspace = active.row.options.get("workspace")
+        for name in sorted(names):
+            sub = active.specs[name]
+            inputs, key = await asyncio.to_thread(
+                self._inputs_and_key, workspace, [d for d in received if d], sub
+            )
+            active.inputs[name], active.keys[name] = inputs, key
+            if not active.caching or name in active.cached_from:
+                continue
+            hit = await self.sched.db.read(self.store.cached, active.row.tenant, key)
+            if hit is not None and not any(k[0] == name for k in active.found):
+                active.cached_from[name] = hit.job_id
+                active.outputs[name] = hit.outputs
+                active.run.cached(name)
+
+    def _inputs_and_key(
+        self, workspace: str | None, received: list[str], sub: dict[str, Any]
+    ) -> tuple[str | None, str]:
+        """A substage's input tree (stored) and its cache key (in a thread: reads trees)."""
+        ws = trees.from_bytes(self.cas.read(workspace)) if workspace else {}
+        artifacts = trees.merge(trees.from_bytes(self.cas.read(d)) for d in received)
+        if not artifacts:
+            inputs = workspace
+        else:
+            inputs = self.cas.put(trees.to_bytes(trees.merge([ws, artifacts])))
+        declared = sub.get("cache_inputs") or []
+        key_parts = {
+            "v": 1,
+            "command": sub["command"],
+            "env": sub["env"],
+            "image": sub.get("image"),
+            "artifacts": sub.get("artifacts", []),
+            "inputs": (
+                {p: e.as_json() for p, e in sorted(trees.select(ws, declared).items())}
+                if declared
+                else workspace
+            ),
+            "received": {p: e.as_json() for p, e in sorted(artifacts.items())},
+        }
+        key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()
+        return inputs, key
+
     async def _submit(self, active: ActiveRun, ready: list[tuple[str, int]]) -> None:
-        specs = [self._job_spec(active, name, copy) for name, copy in ready]
+        """Submit jobs for the ready copies; a copy that has a job already (found at start-up)
+        takes that job up where it stands."""
+        new = [key for key in ready if key not in active.found]
+        specs = [self._job_spec(active, name, copy) for name, copy in new]
         try:
-            done = await self.sched.submit(ADMIN, specs)
+            done = await self.sched.submit(ADMIN, specs) if specs else []
         except O11nError as exc:
             log.warning("pipeline %s: cannot submit: %s", active.row.id, exc.message)
-            for name, copy in ready:
+            for name, copy in new:
                 active.run.finished(name, copy, ok=False)
-            return
-        for (name, copy), submitted in zip(ready, done, strict=True):
-            active.jobs[(name, copy)] = submitted.id
-            self._by_job[submitted.id] = (active.row.id, name, copy)
+            done, ready = [], [key for key in ready if key in active.found]
+        ids = {key: submitted.id for key, submitted in zip(new, done, strict=True)}
+        ended = []
+        for key in ready:
+            job_id, state = active.found[key] if key in active.found else (ids[key], None)
+            active.jobs[key] = job_id
+            self._by_job[job_id] = (active.row.id, *key)
+            if state is not None and state.terminal:
+                ended.append((job_id, state))
+        for job_id, state in sorted(ended):  # replayed in the order they ran
+            await self._ended(job_id, state)
 
     def _job_spec(self, active: ActiveRun, name: str, copy: int) -> JobSpec:
         sub = active.specs[name]
@@ -198,6 +288,8 @@ class PipelineRunner:
             retry=RetryPolicy.model_validate(sub["retry"]),
             labels={PIPELINE: str(active.row.id), SUBSTAGE: name, COPY: str(copy)},
             idempotency_key=f"pipeline-{active.row.id}-{name}-{copy}"[:128],
+            files=active.inputs.get(name),
+            outputs=sub.get("artifacts", []),
         )
 
     def _on_event(self, event: Event) -> None:
@@ -224,11 +316,27 @@ class PipelineRunner:
             return None
         pipeline_id, name, copy = where
         active = self.active[pipeline_id]
-        if active.run.substage(name).copy_states[copy] is not Step.RUNNING:
+        sub = active.run.substage(name)
+        if sub.copy_states[copy] is not Step.RUNNING:
             return pipeline_id  # a copy we cancelled, or a run already ended
+        won = state is JobState.SUCCEEDED and not sub.state.done
+        if won:
+            await self._succeeded(active, name, job_id)
         for other in active.run.finished(name, copy, ok=state is JobState.SUCCEEDED):
             await self._cancel_job(active.jobs[(name, other)])
         return pipeline_id
+
+    async def _succeeded(self, active: ActiveRun, name: str, job_id: int) -> None:
+        """Keep the winning job's artifacts, and remember its success under its cache key."""
+        job = await self.sched.db.read(self.sched.jobs.get, job_id)
+        outputs = job.attempts[-1].outputs if job is not None and job.attempts else None
+        active.outputs[name] = outputs
+        key = active.keys.get(name)
+        if key is not None:
+            hit = CacheHit(job_id, active.row.id, name, outputs)
+            await self.sched.db.write(
+                self.store.remember, active.row.tenant, key, hit, self.sched.clock()
+            )
 
     async def _cancel_job(self, job_id: int) -> None:
         with contextlib.suppress(O11nError):  # it ended meanwhile

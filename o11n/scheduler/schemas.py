@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import Path, Query
 from pydantic import Field, StringConstraints
 
-from o11n.core.jobs import EnvName, Event, Job, JobSpec, Model, Size, TagKey, TagValue
+from o11n.core.jobs import Digest, EnvName, Event, Job, JobSpec, Model, Size, TagKey, TagValue
 from o11n.core.states import JobState
 
 MAX_BATCH = 1000
@@ -158,6 +158,7 @@ class ResultIn(Model):
     )
     reason: Annotated[str, StringConstraints(max_length=4096)] | None = None
     started_at: float | None = None
+    outputs: Digest | None = Field(None, description="The tree of the job's outputs, stored.")
 
 
 class AttemptResult(Model):
@@ -168,6 +169,7 @@ class AttemptResult(Model):
     )
     reason: Annotated[str, StringConstraints(max_length=4096)] | None = None
     started_at: float | None = None
+    outputs: Digest | None = Field(None, description="The tree of the job's outputs, stored.")
 
 
 class AttemptReportIn(Model):
@@ -262,6 +264,10 @@ class PipelineIn(Model):
     )
     build_id: int = Field(0, ge=0, le=MAX_ID)
     tenant: TenantName | None = None
+    workspace: Digest | None = Field(
+        None, description="A tree in the store: the files every substage starts with."
+    )
+    no_cache: bool = Field(False, description="Run every substage, cached or not.")
 
 
 class PipelineCreated(Model):
@@ -278,6 +284,9 @@ class SubstageOut(Model):
     name: str
     state: str | None = None
     copies: list[CopyOut] = Field(default_factory=list)
+    artifacts: Digest | None = Field(None, description="The tree of its artifacts, stored.")
+    cached_from: int | None = Field(None, description="The earlier job whose success it reuses.")
+    cache_key: Digest | None = None
 
 
 class StageOut(Model):
@@ -299,3 +308,30 @@ class PipelineOut(Model):
 
 class PipelineList(Model):
     pipelines: list[PipelineOut]
+
+
+class DigestsIn(Model):
+    digests: list[Digest] = Field(max_length=100_000)
+
+
+class MissingOut(Model):
+    missing: list[Digest] = Field(description="The digests the store does not hold.")
+
+
+class BlobOut(Model):
+    digest: Digest
+    size: int
+    stored: bool = Field(description="False when the store held the blob already.")
+
+
+class ArtifactOut(Model):
+    substage: str
+    path: str
+    digest: Digest | None = None
+    size: int = 0
+    executable: bool = False
+    link: str | None = None
+
+
+class ArtifactList(Model):
+    artifacts: list[ArtifactOut]

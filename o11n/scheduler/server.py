@@ -12,6 +12,7 @@ from pathlib import Path
 import uvicorn
 import uvloop
 
+from o11n.cas.store import CasStore
 from o11n.scheduler.app import create_app
 from o11n.scheduler.auth import admin_token
 from o11n.scheduler.service import Scheduler
@@ -44,7 +45,7 @@ def serve(config: ServerConfig, on_ready: Callable[[str, str], None] | None = No
     token = admin_token(config.data_dir)
     db = Database(engine_url(config.db, config.data_dir), sqlite_sync=config.sqlite_sync)
     scheduler = Scheduler(db, token, lease_seconds=config.lease_seconds)
-    app = create_app(scheduler)
+    app = create_app(scheduler, CasStore(config.data_dir / "cas"))
     server = uvicorn.Server(
         uvicorn.Config(
             app,

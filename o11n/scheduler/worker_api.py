@@ -132,6 +132,7 @@ async def reports(name: WorkerName, body: ReportsIn, sched: Sched, who: Caller) 
                 r.result.kind,
                 r.result.reason,
                 r.result.started_at,
+                r.result.outputs,
             ),
         )
         for r in body.reports
@@ -172,7 +173,9 @@ async def result(
 ) -> ResultOut:
     """The attempt has ended; answers the job's state (queued again if it will retry)."""
     who.require(WORKER)
-    report = Report(body.exit_code, body.signal, body.kind, body.reason, body.started_at)
+    report = Report(
+        body.exit_code, body.signal, body.kind, body.reason, body.started_at, body.outputs
+    )
     return ResultOut(state=await sched.finished(job_id, attempt, body.lease_id, report))
 
 

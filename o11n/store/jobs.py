@@ -61,6 +61,7 @@ END_ATTEMPTS = (
         outcome=bindparam("b_outcome"),
         reason=bindparam("b_reason"),
         started_at=func.coalesce(bindparam("b_started"), attempts.c.started_at),
+        outputs=bindparam("b_outputs"),
     )
 )
 ASSIGN_FIND = select(
@@ -114,6 +115,7 @@ class AttemptEnd:
     signal: int | None = None
     reason: str | None = None
     started_at: float | None = None
+    outputs: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,6 +479,7 @@ def _end_attempt_params(r: EndRow, now: float) -> dict[str, Any]:
         "b_outcome": r.end.outcome,
         "b_reason": r.end.reason,
         "b_started": r.end.started_at,
+        "b_outputs": r.end.outputs,
     }
 
 

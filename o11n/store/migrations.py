@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, inspect, select, text
 
 from o11n.store import schema
 
@@ -12,20 +12,24 @@ Migration = Callable[[Connection], None]
 
 
 def _initial(conn: Connection) -> None:
-    tables = [
-        t
-        for t in schema.metadata.sorted_tables
-        if t not in (schema.schema_version, schema.pipelines)
-    ]
-    schema.metadata.create_all(conn, tables=tables)
+    later = (schema.schema_version, schema.pipelines, schema.step_cache)
+    tables = [t for t in schema.metadata.sorted_tables if t not in later]
+    schema.metadata.create_all(conn, tables=tables)  # attempts.outputs included
 
 
 def _pipelines(conn: Connection) -> None:
     schema.pipelines.create(conn)
 
 
-# Append new migrations at the end; never edit one that has shipped.
-MIGRATIONS: list[Migration] = [_initial, _pipelines]
+def _artifacts(conn: Connection) -> None:
+    """Attempts record their outputs' tree; the step cache."""
+    if "outputs" not in {c["name"] for c in inspect(conn).get_columns("attempts")}:
+        conn.execute(text("ALTER TABLE attempts ADD COLUMN outputs VARCHAR(64)"))
+    schema.step_cache.create(conn)
+
+
+# Append new migrations at the end; never change what one that has shipped does.
+MIGRATIONS: list[Migration] = [_initial, _pipelines, _artifacts]
 
 
 def current_version(conn: Connection) -> int:

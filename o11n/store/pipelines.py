@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from o11n.store.database import Database
-from o11n.store.schema import pipelines
+from o11n.store.schema import pipelines, step_cache
 
 LIVE = "running"
 
@@ -28,6 +28,16 @@ class PipelineRow:
     updated_at: float
     finished_at: float | None
     summary: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheHit:
+    """An earlier success of a substage with the same cache key."""
+
+    job_id: int
+    pipeline_id: int
+    substage: str
+    outputs: str | None
 
 
 class PipelineStore:
@@ -89,6 +99,27 @@ class PipelineStore:
         if live:
             query = query.where(pipelines.c.state == LIVE)
         return [_row(r) for r in conn.execute(query)]
+
+    def cached(self, conn: Connection, tenant: str, key: str) -> CacheHit | None:
+        """The success recorded under a step cache key, if any."""
+        query = select(step_cache).where(step_cache.c.tenant == tenant, step_cache.c.key == key)
+        row = conn.execute(query).first()
+        if row is None:
+            return None
+        return CacheHit(row.job_id, row.pipeline_id, row.substage, row.outputs)
+
+    def remember(self, conn: Connection, tenant: str, key: str, hit: CacheHit, now: float) -> None:
+        """Record a success under its cache key (the first one recorded stays)."""
+        values = {
+            "tenant": tenant,
+            "key": key,
+            "job_id": hit.job_id,
+            "pipeline_id": hit.pipeline_id,
+            "substage": hit.substage,
+            "outputs": hit.outputs,
+            "created_at": now,
+        }
+        conn.execute(self.db.insert_ignore(step_cache).values(**values))
 
 
 def _row(r: Any) -> PipelineRow:

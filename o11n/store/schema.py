@@ -87,6 +87,7 @@ attempts = Table(
     Column("signal", Integer),
     Column("outcome", String(16)),
     Column("reason", Text),
+    Column("outputs", String(64)),  # the tree of a success's outputs in the CAS
 )
 
 events = Table(
@@ -140,4 +141,17 @@ pipelines = Table(
     Column("finished_at", Float),
     Index("pipelines_tenant_id", "tenant", "id"),
     Index("pipelines_state", "state"),
+)
+
+# The step cache: a substage's key (command, env, image, inputs) -> the job that succeeded.
+step_cache = Table(
+    "step_cache",
+    metadata,
+    Column("tenant", String(200), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("job_id", BigInteger, nullable=False),
+    Column("pipeline_id", BigInteger, nullable=False),
+    Column("substage", String(255), nullable=False),
+    Column("outputs", String(64)),
+    Column("created_at", Float, nullable=False),
 )

@@ -24,6 +24,7 @@ from o11n.core.jobs import JobSpec
 from o11n.errors import O11nError
 from o11n.worker.api import WorkerApi
 from o11n.worker.executor import Attempt, Ended, ProcessExecutor
+from o11n.worker.files import Files
 from o11n.worker.logs import LogShipper
 from o11n.worker.reports import Reporter
 
@@ -72,7 +73,10 @@ class Agent:
         self.api = api
         self.config = config
         self.executor = ProcessExecutor(
-            config.workdir, keep_workdirs=config.keep_workdirs, kill_grace=config.kill_grace
+            config.workdir,
+            files=Files(api, config.workdir / ".cas"),
+            keep_workdirs=config.keep_workdirs,
+            kill_grace=config.kill_grace,
         )
         self.reporter = Reporter(api, config.name, self._lost, self._take, self._room)
         self.running: dict[int, Running] = {}

@@ -8,17 +8,23 @@ the worker (it restarted) the worker registers again and the call is repeated.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from o11n.client import RETRY_STATUS, Backoff, error_for
-from o11n.errors import NotRegistered
+from o11n.errors import BadRequest, NotRegistered
 
 log = logging.getLogger(__name__)
+JSON = {"Content-Type": "application/json"}
+BLOB_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=15, sock_read=60)
 LONG_POLL_SLACK = 30.0  # seconds a long-poll may take beyond what it asked for
 TIMEOUT = 15.0
 
@@ -31,7 +37,7 @@ class WorkerApi:
         self.server = server.rstrip("/")
         self.backoff = backoff or Backoff(base=0.05, cap=2.0)
         self.on_unregistered: Callable[[], Awaitable[None]] | None = None
-        self._headers = {"Content-Type": "application/json"}
+        self._headers: dict[str, str] = {}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         self._session: aiohttp.ClientSession | None = None
@@ -69,6 +75,56 @@ class WorkerApi:
                 log.warning("scheduler at %s unavailable (try %d); retrying", self.server, failures)
             await asyncio.sleep(self.backoff.delay(min(failures, 20)))
 
+    async def get_blob(self, digest: str, dest: Path) -> None:
+        """Download a blob of the content-addressed store to `dest` (written whole, then
+        renamed into place, and checked against its digest)."""
+        url = f"{self.server}/api/v1/cas/blobs/{digest}"
+        part = dest.with_name(f"{dest.name}.{uuid.uuid4().hex}.part")
+        failures = 0
+        while True:
+            try:
+                async with self._client().get(url, timeout=BLOB_TIMEOUT) as r:
+                    if r.status < 400:
+                        hashed = hashlib.sha256()
+                        with part.open("wb") as f:
+                            async for chunk in r.content.iter_chunked(1024 * 1024):
+                                hashed.update(chunk)
+                                f.write(chunk)
+                        if hashed.hexdigest() != digest:
+                            raise BadRequest(f"blob {digest} arrived with another digest")
+                        part.rename(dest)
+                        return
+                    if r.status not in RETRY_STATUS:
+                        raise error_for(r.status, await r.read())
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                log.debug("GET %s failed: %s", url, exc)
+            finally:
+                part.unlink(missing_ok=True)
+            failures += 1
+            await asyncio.sleep(self.backoff.delay(min(failures, 20)))
+
+    async def put_blob(self, digest: str, source: Path | bytes) -> None:
+        """Upload a file (or bytes) to the content-addressed store as the blob `digest`."""
+        url = f"{self.server}/api/v1/cas/blobs/{digest}"
+        failures = 0
+        while True:
+            try:
+                with contextlib.ExitStack() as stack:
+                    data = (
+                        source
+                        if isinstance(source, bytes)
+                        else stack.enter_context(source.open("rb"))
+                    )
+                    async with self._client().put(url, data=data, timeout=BLOB_TIMEOUT) as r:
+                        if r.status < 400:
+                            return
+                        if r.status not in RETRY_STATUS:
+                            raise error_for(r.status, await r.read())
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.debug("PUT %s failed: %s", url, exc)
+            failures += 1
+            await asyncio.sleep(self.backoff.delay(min(failures, 20)))
+
     async def _register_again(self) -> None:
         """One registration, however many calls found the worker forgotten at once."""
         if self.on_unregistered is None:
@@ -77,15 +133,20 @@ class WorkerApi:
             self._registering = asyncio.ensure_future(self.on_unregistered())
         await asyncio.shield(self._registering)
 
-    async def _post(
-        self, path: str, content: str, timeout: aiohttp.ClientTimeout
-    ) -> tuple[int, bytes] | None:
+    def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 headers=self._headers, connector=aiohttp.TCPConnector(limit=32)
             )
+        return self._session
+
+    async def _post(
+        self, path: str, content: str, timeout: aiohttp.ClientTimeout
+    ) -> tuple[int, bytes] | None:
         try:
-            async with self._session.post(self.server + path, data=content, timeout=timeout) as r:
+            async with self._client().post(
+                self.server + path, data=content, timeout=timeout, headers=JSON
+            ) as r:
                 return r.status, await r.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             log.debug("POST %s failed: %s", path, exc)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from o11n.core.jobs import JobSpec
+from o11n.errors import O11nError
 
 READ_SIZE = 64 * 1024
 _SETPRIV = shutil.which("setpriv")
@@ -49,6 +51,11 @@ class Ended:
     reason: str | None
     started_at: float | None
     ended_at: float
+    outputs: str | None = None  # the tree of the outputs stored after a success
+
+    @property
+    def succeeded(self) -> bool:
+        return self.kind is None and self.exit_code == 0
 
 
 class Output(Protocol):
@@ -78,6 +85,14 @@ def job_env(attempt: Attempt) -> dict[str, str]:
     return env
 
 
+class Files(Protocol):
+    """Where a job's input tree comes from and its outputs go (worker.files)."""
+
+    async def lay_out(self, digest: str, dest: Path) -> None: ...
+
+    async def store(self, cwd: Path, patterns: list[str]) -> str: ...
+
+
 class ProcessExecutor:
     """Runs attempts as local processes."""
 
@@ -85,11 +100,13 @@ class ProcessExecutor:
         self,
         workdir: Path,
         *,
+        files: Files | None = None,
         keep_workdirs: bool = False,
         kill_grace: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.workdir = workdir
+        self.files = files
         self.keep_workdirs = keep_workdirs
         self.kill_grace = kill_grace
         self.clock = clock
@@ -105,11 +122,29 @@ class ProcessExecutor:
         cwd = self.workdir / f"job-{attempt.job_id}-{attempt.number}"
         shutil.rmtree(cwd, ignore_errors=True)
         cwd.mkdir(parents=True)
+        spec = attempt.spec
         try:
-            return await self._run_in(cwd, attempt, logs, stop, on_start)
+            if spec.files and self.files is not None:
+                try:
+                    await self.files.lay_out(spec.files, cwd)
+                except (O11nError, OSError) as exc:
+                    return self._error(f"cannot lay out the job's files: {_text(exc)}")
+            ended = await self._run_in(cwd, attempt, logs, stop, on_start)
+            if ended.succeeded and spec.outputs and self.files is not None:
+                try:
+                    outputs = await self.files.store(cwd, list(spec.outputs))
+                except (O11nError, OSError) as exc:
+                    return dataclasses.replace(
+                        ended, kind="error", reason=f"cannot store outputs: {_text(exc)}"
+                    )
+                ended = dataclasses.replace(ended, outputs=outputs)
+            return ended
         finally:
             if not self.keep_workdirs:
                 shutil.rmtree(cwd, ignore_errors=True)
+
+    def _error(self, reason: str) -> Ended:
+        return Ended(None, None, "error", reason, None, self.clock())
 
     async def _run_in(
         self,
@@ -124,9 +159,7 @@ class ProcessExecutor:
         program = argv[len(DEATH_GUARD)]
         missing = _not_runnable(program, cwd, env)
         if missing:
-            return Ended(
-                None, None, "error", f"cannot run {program!r}: {missing}", None, self.clock()
-            )
+            return self._error(f"cannot run {program!r}: {missing}")
         try:
             proc, exited = await _spawn(
                 argv,
@@ -138,14 +171,7 @@ class ProcessExecutor:
                 start_new_session=True,
             )
         except OSError as exc:
-            return Ended(
-                None,
-                None,
-                "error",
-                f"cannot run {program!r}: {exc.strerror or exc}",
-                None,
-                self.clock(),
-            )
+            return self._error(f"cannot run {program!r}: {_text(exc)}")
         started_at = self.clock()
         on_start(started_at)
         readers = [
@@ -246,6 +272,14 @@ async def _pump(stream: asyncio.StreamReader | None, name: str, logs: Output) ->
         return
     while data := await stream.read(READ_SIZE):
         await logs.write(name, data)
+
+
+def _text(exc: Exception) -> str:
+    if isinstance(exc, O11nError):
+        return exc.message
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc)
 
 
 def _kill_group(pid: int, sig: int) -> None:

@@ -61,6 +61,7 @@ class Reporter:
             "kind": ended.kind,
             "reason": ended.reason,
             "started_at": ended.started_at,
+            "outputs": ended.outputs,
         }
         done = asyncio.get_running_loop().create_future()
         self._waiters[(held.job_id, held.attempt)] = done

@@ -44,7 +44,7 @@ def test_seed_fields() -> None:
         7,
         "compile",
     )
-    assert build["resource_template_name"] == "cpu2-mem2G-gpu0" and build["use_k8s"] is False
+    assert build["resource_template_name"] == "cpu1-mem256M-gpu0" and build["use_k8s"] is False
     assert build["retry"] == {
         "max_attempts": 3,
         "when": ["lost", "timeout", "failure"],

@@ -52,3 +52,12 @@ def shared(tmp_path: Path) -> Path:
     folder = tmp_path / "shared"
     folder.mkdir()
     return folder
+
+
+@pytest.fixture
+def pool(start_server: StartServer, start_worker: StartWorker) -> ServerProcess:
+    """A scheduler with two workers of two cores each."""
+    server = start_server()
+    start_worker(server, "w1", cpus=2)
+    start_worker(server, "w2", cpus=2)
+    return server

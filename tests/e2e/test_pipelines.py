@@ -46,14 +46,6 @@ def job_ids(record: dict[str, Any], name: str) -> list[int]:
     return [c["job_id"] for c in sub["copies"] if c["job_id"]]
 
 
-@pytest.fixture
-def pool(start_server: StartServer, start_worker: StartWorker) -> ServerProcess:
-    server = start_server()
-    start_worker(server, "w1", cpus=2)
-    start_worker(server, "w2", cpus=2)
-    return server
-
-
 def test_hello_runs_stage_by_stage(pool: ServerProcess) -> None:
     with Client(pool.url, pool.token) as client:
         record = finished(client, start(client, (ROOT / "examples" / "hello.yml").read_text()))
@@ -184,8 +176,13 @@ def test_bad_pipelines_get_a_400_with_line_and_column(pool: ServerProcess) -> No
         start(client, "name: x\nstages:\n  - name: a\n")
 
 
-def o11n_run(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> Any:
+def o11n_run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, cache: Path | None = None
+) -> Any:
+    """`o11n run` as a user types it; its local scheduler keeps its data under `cache`."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("O11N_")}
+    if cache is not None:
+        base["XDG_CACHE_HOME"] = str(cache)
     return subprocess.run(
         [sys.executable, "-m", "o11n", "run", *args],
         capture_output=True,
@@ -197,7 +194,7 @@ def o11n_run(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) ->
 
 
 def test_o11n_run_starts_its_own_scheduler(tmp_path: Path) -> None:
-    done = o11n_run("examples/hello.yml", "--workers", "2")
+    done = o11n_run("examples/hello.yml", "--workers", "2", cache=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "pipeline 1 succeeded" in done.stdout
     assert done.stdout.count("succeeded") >= 5  # four substages and the pipeline
@@ -206,9 +203,9 @@ def test_o11n_run_starts_its_own_scheduler(tmp_path: Path) -> None:
         "name: f\nstages:\n  - name: a\n    substages:\n"
         "      - {name: boom, run: 'echo about to fail; exit 4'}\n"
     )
-    failed = o11n_run(str(failing), "--workers", "1")
+    failed = o11n_run(str(failing), "--workers", "1", cache=tmp_path)
     assert failed.returncode == 1
-    assert "about to fail" in failed.stdout and "pipeline 1 failed" in failed.stdout
+    assert "about to fail" in failed.stdout and "pipeline 2 failed" in failed.stdout
 
 
 def test_o11n_run_against_a_server_with_json(pool: ServerProcess) -> None:

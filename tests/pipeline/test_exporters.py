@@ -51,7 +51,7 @@ def test_regression_maps_policies() -> None:
     build = next(t for t in argo["spec"]["templates"] if t["name"] == "build")
     assert build["retryStrategy"] == {"limit": "2", "retryPolicy": "Always"}
     assert build["nodeSelector"] == {"arch": "x86_64"}
-    assert build["container"]["resources"]["requests"] == {"cpu": "2", "memory": "2147483648"}
+    assert build["container"]["resources"]["requests"] == {"cpu": "1", "memory": "268435456"}
     assert all(
         s.get("continueOn") == {"failed": True} for s in argo["spec"]["templates"][0]["steps"][1]
     )  # the test stage goes on after a failure

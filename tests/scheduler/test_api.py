@@ -170,3 +170,33 @@ def test_health_metrics_openapi(server: ServerProcess, admin: Client) -> None:
 def test_bad_request_maps_to_bad_request(admin: Client) -> None:
     with pytest.raises(BadRequest):
         admin.submit({"command": ["true"], "priority": 10**6})
+
+
+def test_the_blob_store_verifies_what_it_is_given(server: ServerProcess) -> None:
+    import hashlib
+
+    headers = auth(server.token)
+    digest = hashlib.sha256(b"payload").hexdigest()
+    url = f"{server.url}/api/v1/cas/blobs/{digest}"
+    wrong = httpx.put(url, content=b"something else", headers=headers)
+    assert wrong.status_code == 400 and "SHA-256" in wrong.json()["error"]["message"]
+    assert httpx.get(url, headers=headers).status_code == 404
+    missing = httpx.post(
+        f"{server.url}/api/v1/cas/missing", json={"digests": [digest]}, headers=headers
+    )
+    assert missing.json() == {"missing": [digest]}
+    stored = httpx.put(url, content=b"payload", headers=headers)
+    assert stored.status_code == 201 and stored.json()["stored"] is True
+    again = httpx.put(url, content=b"payload", headers=headers)
+    assert again.status_code == 200 and again.json()["stored"] is False
+    assert httpx.get(url, headers=headers).content == b"payload"
+    assert httpx.get(url).status_code == 401
+    bad = httpx.get(f"{server.url}/api/v1/cas/blobs/not-a-digest", headers=headers)
+    assert bad.status_code == 422 and "error" in bad.json()
+
+
+def test_a_pipeline_with_a_workspace_the_store_lacks_is_refused(server: ServerProcess) -> None:
+    text = "name: p\nstages:\n  - name: s\n    substages:\n      - {name: a, run: 'true'}\n"
+    body = {"pipeline": text, "workspace": "0" * 64}
+    answer = httpx.post(f"{server.url}/api/v1/pipelines", json=body, headers=auth(server.token))
+    assert answer.status_code == 400 and "upload it first" in answer.json()["error"]["message"]

@@ -1,0 +1,1 @@
+"""The content-addressed store: blobs named by their SHA-256, and trees of them."""

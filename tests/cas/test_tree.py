@@ -1,0 +1,154 @@
+"""Trees: folders as stored listings, ignore files, globs, and laying a tree out safely."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from o11n.cas import tree as trees
+from o11n.cas.store import CasStore, digest_of
+from o11n.errors import BadRequest
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_scan_leaves_out_what_gitignore_and_o11nignore_exclude(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            ".gitignore": "*.o\nbuild/\n!keep.o\n",
+            ".o11nignore": "secret.txt\n",
+            "src/a.c": "int a;",
+            "src/a.o": "obj",
+            "keep.o": "kept",
+            "build/out": "x",
+            "secret.txt": "s",
+            "sub/.gitignore": "local.txt\n!a.o\n",
+            "sub/local.txt": "l",
+            "sub/a.o": "negated below",
+            "other/local.txt": "not ignored here",
+            ".git/HEAD": "ref",
+            ".o11n/admin-token": "token",
+        },
+    )
+    tree, sources = trees.scan(tmp_path)
+    assert sorted(tree) == [
+        ".gitignore",
+        ".o11nignore",
+        "keep.o",
+        "other/local.txt",
+        "src/a.c",
+        "sub/.gitignore",
+        "sub/a.o",
+    ]
+    assert sources[digest_of(b"int a;")] == tmp_path / "src" / "a.c"
+
+
+def test_scan_keeps_executable_bits_and_links(tmp_path: Path) -> None:
+    write(tmp_path, {"run.sh": "#!/bin/sh\n", "data": "d"})
+    (tmp_path / "run.sh").chmod(0o755)
+    (tmp_path / "alias").symlink_to("data")
+    tree, _ = trees.scan(tmp_path)
+    assert tree["run.sh"].executable and not tree["data"].executable
+    assert tree["alias"] == trees.Entry(link="data")
+
+
+def test_a_tree_round_trips_and_equal_trees_have_equal_bytes(tmp_path: Path) -> None:
+    write(tmp_path, {"b": "2", "a/c": "3"})
+    tree, _ = trees.scan(tmp_path)
+    data = trees.to_bytes(tree)
+    assert trees.from_bytes(data) == tree
+    assert trees.to_bytes(dict(reversed(list(tree.items())))) == data
+
+
+@pytest.mark.parametrize(
+    "path", ["", "/etc/passwd", "../up", "a/../../b", "a//b", "./a", "a/.", "nul\0byte"]
+)
+def test_a_tree_with_a_path_outside_itself_is_refused(path: str) -> None:
+    entries = {path: {"digest": digest_of(b""), "size": 0}}
+    data = ('{"format": "o11n-tree/1", "entries": ' + _json(entries) + "}").encode()
+    with pytest.raises(BadRequest):
+        trees.from_bytes(data)
+
+
+@pytest.mark.parametrize("data", [b"", b"[]", b'{"format": "other"}', b"\xff", b'{"format":'])
+def test_what_is_not_a_tree_is_a_clear_error(data: bytes) -> None:
+    with pytest.raises(BadRequest, match="not a valid tree"):
+        trees.from_bytes(data)
+
+
+def _json(value: object) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "yes", "no"),
+    [
+        ("src/**", ["src/a.c", "src/x/y.h"], ["srcs/a.c", "lib/src/a.c"]),
+        ("*.c", ["a.c"], ["src/a.c", "a.h"]),
+        ("**/*.c", ["a.c", "src/x/a.c"], ["a.h"]),
+        ("build", ["build", "build/app", "build/x/y"], ["builds", "src/build"]),
+        ("build/", ["build/app"], ["builder"]),
+        ("a?.txt", ["ab.txt"], ["a/.txt", "abc.txt"]),
+        ("Makefile", ["Makefile"], ["sub/Makefile"]),
+    ],
+)
+def test_globs_match_paths_as_a_build_tool_would(
+    pattern: str, yes: list[str], no: list[str]
+) -> None:
+    matches = trees.matcher([pattern])
+    assert [p for p in yes if not matches(p)] == []
+    assert [p for p in no if matches(p)] == []
+
+
+def test_merge_lets_later_trees_win_and_select_picks_by_glob() -> None:
+    a = {"x": trees.Entry(digest_of(b"1"), 1), "y": trees.Entry(digest_of(b"2"), 1)}
+    b = {"y": trees.Entry(digest_of(b"3"), 1)}
+    merged = trees.merge([a, b])
+    assert merged["y"] == b["y"] and merged["x"] == a["x"]
+    assert set(trees.select(merged, ["x"])) == {"x"}
+
+
+def test_lay_out_writes_files_links_and_modes(tmp_path: Path) -> None:
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    write(src, {"bin/run": "#!/bin/sh\necho hi\n", "doc/readme": "r"})
+    (src / "bin" / "run").chmod(0o755)
+    (src / "readme").symlink_to("doc/readme")
+    tree, sources = trees.scan(src)
+    trees.lay_out(tree, dest, lambda d: sources[d])
+    assert (dest / "doc" / "readme").read_text() == "r"
+    assert os.access(dest / "bin" / "run", os.X_OK)
+    assert os.readlink(dest / "readme") == "doc/readme"
+
+
+def test_lay_out_refuses_to_write_through_a_link_out_of_the_folder(tmp_path: Path) -> None:
+    outside, dest = tmp_path / "outside", tmp_path / "dest"
+    outside.mkdir()
+    cas = CasStore(tmp_path / "cas")
+    evil = {
+        "escape": trees.Entry(link=str(outside)),
+        "escape/planted": trees.Entry(cas.put(b"gotcha"), 6),
+    }
+    with pytest.raises(BadRequest, match="leads out"):
+        trees.lay_out(evil, dest, cas.path)
+    assert list(outside.iterdir()) == []
+
+
+names = st.text(alphabet="abcxyz._-", min_size=1, max_size=8).filter(lambda n: n not in (".", ".."))
+
+
+@given(st.dictionaries(st.lists(names, min_size=1, max_size=3).map("/".join), st.binary()))
+def test_any_set_of_files_round_trips_through_its_tree(files: dict[str, bytes]) -> None:
+    tree = {path: trees.Entry(digest_of(data), len(data)) for path, data in files.items()}
+    assert trees.from_bytes(trees.to_bytes(tree)) == tree
