@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
 import sys
@@ -13,6 +14,7 @@ import typer
 
 from o11n.cli.output import pairs
 from o11n.client import DEFAULT_SERVER, default_token
+from o11n.core.ports import parse_range
 from o11n.core.units import parse_size
 from o11n.errors import BadRequest
 from o11n.worker import host
@@ -31,6 +33,10 @@ def worker(
     cpus: float = typer.Option(None, min=0.01, help="Cores to offer [default: all]."),
     memory: str = typer.Option(None, help="Memory to offer, e.g. 8G [default: all]."),
     gpus: int = typer.Option(0, min=0, help="GPUs to offer."),
+    address: str = typer.Option(
+        None, help="Where its service tasks listen: the `ip` attribute [default: the host's]."
+    ),
+    ports: str = typer.Option("31000-32000", help="Host ports for service tasks."),
     workdir: Path = typer.Option(None, help="Where attempts run [default: a temp folder]."),
     keep_workdirs: bool = typer.Option(False, help="Keep each attempt's folder afterwards."),
     kill_grace: float = typer.Option(10.0, min=0, help="Seconds between SIGTERM and SIGKILL."),
@@ -46,6 +52,15 @@ def worker(
         offered = parse_size(memory) if memory else host.memory_bytes()
     except BadRequest as exc:
         raise typer.BadParameter(exc.message, param_hint="--memory") from None
+    try:
+        ip = str(ipaddress.ip_address(address)) if address else host.address()
+        parse_range(ports)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{address!r} is not an IP address", param_hint="--address"
+        ) from None
+    except BadRequest as exc:
+        raise typer.BadParameter(exc.message, param_hint="--ports") from None
     config = WorkerConfig(
         name=worker_name,
         tags={**host.default_tags(), **pairs(tag, "tag")},
@@ -53,6 +68,8 @@ def worker(
         memory=offered,
         gpus=gpus,
         workdir=workdir or Path(tempfile.gettempdir()) / f"o11n-{worker_name}",
+        address=ip,
+        ports=ports,
         keep_workdirs=keep_workdirs,
         kill_grace=kill_grace,
         drain_timeout=drain_timeout,

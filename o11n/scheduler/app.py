@@ -96,7 +96,7 @@ def _describe(exc: RequestValidationError) -> str:
 
 def create_app(scheduler: Scheduler, cas: CasStore, *, manage_lifecycle: bool = True) -> FastAPI:
     """The HTTP/WebSocket application around a scheduler and its content-addressed store."""
-    from o11n.scheduler import api, cas_api, pipeline_api, watch, worker_api
+    from o11n.scheduler import agent_api, api, cas_api, pipeline_api, watch, worker_api
     from o11n.scheduler.pipelines import PipelineRunner
 
     runner = PipelineRunner(scheduler, cas)
@@ -145,4 +145,5 @@ def create_app(scheduler: Scheduler, cas: CasStore, *, manage_lifecycle: bool = 
     app.include_router(pipeline_api.router)
     app.include_router(watch.router)
     app.include_router(cas_api.router)
+    app.include_router(agent_api.router)
     return app

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
 from typing import Annotated, Literal
 
 from fastapi import Path, Query
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, IPvAnyAddress, StringConstraints, model_validator
 
 from o11n.core.jobs import Digest, EnvName, Event, Job, JobSpec, Model, Size, TagKey, TagValue
+from o11n.core.ports import parse_range
 from o11n.core.states import JobState
+from o11n.errors import BadRequest
 
 MAX_BATCH = 1000
 MAX_ID = 2**63 - 1
@@ -17,6 +20,17 @@ MAX_LOG_CHUNK = 1024 * 1024
 WorkerName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-@:]{0,199}$")]
 TenantName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$")]
 LeaseId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+def _port_range(text: str) -> str:
+    try:
+        parse_range(text)
+    except BadRequest as exc:
+        raise ValueError(exc.message) from None
+    return text
+
+
+PortRange = Annotated[str, StringConstraints(max_length=16), AfterValidator(_port_range)]
 
 
 class ErrorDetail(Model):
@@ -98,6 +112,51 @@ class WorkerIn(Model):
     cpu: float = Field(gt=0, le=4096)
     memory: Size
     gpu: int = Field(0, ge=0, le=64)
+    address: IPvAnyAddress = Field(
+        IPv4Address("127.0.0.1"), description="Where its services listen (the `ip` attribute)."
+    )
+    ports: PortRange = Field("31000-32000", description="Host ports for service tasks.")
+    disk: int = Field(0, ge=0, le=2**60, description="Free bytes where jobs run.")
+
+
+class AttributeIn(Model):
+    agents: list[WorkerName] = Field(min_length=1, max_length=1000)
+    key: TagKey
+    string: TagValue | None = None
+    scalar: float | None = Field(None, allow_inf_nan=False)
+    delete: bool = False
+
+    @model_validator(mode="after")
+    def _one_value(self) -> AttributeIn:
+        given = (self.string is not None) + (self.scalar is not None) + self.delete
+        if given != 1:
+            raise ValueError("give exactly one of string, scalar or delete")
+        if self.key in ("hostname", "ip"):
+            raise ValueError(f"{self.key} is implicit: the agent's name and address")
+        return self
+
+
+class AgentOut(Model):
+    name: str
+    ip: str
+    online: bool
+    disabled: bool
+    draining: bool
+    tags: dict[str, str]
+    attributes: dict[str, str | float]
+    capacity: dict[str, float]
+    free: dict[str, float]
+    disk: int
+    ports: str = Field(description="Free host ports, as ranges.")
+
+
+class AgentList(Model):
+    agents: list[AgentOut]
+
+
+class AgentState(Model):
+    name: str
+    disabled: bool
 
 
 class Registered(Model):

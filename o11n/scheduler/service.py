@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from o11n.core.jobs import Event, Job, JobSpec
 from o11n.core.leases import Lease, LeaseBook
 from o11n.core.matching import Match, QueueIndex, ResourceKey, as_tags, subtract
+from o11n.core.ports import PortPool
 from o11n.core.retry import Outcome, after_attempt
 from o11n.core.states import JobState, transition
 from o11n.errors import Conflict, LeaseExpired, NotFound, NotRegistered
@@ -25,8 +26,8 @@ from o11n.scheduler.attempts import AttemptReport, Ending, Grant, Report, ending
 from o11n.scheduler.auth import TENANT, WORKER, Principal, TokenBook, hash_token, new_token
 from o11n.scheduler.hub import EventHub
 from o11n.scheduler.metrics import LEASE_EXPIRED, Metrics
-from o11n.scheduler.workers import WorkerState
-from o11n.store.accounts import AccountStore, TenantRow, TokenRow
+from o11n.scheduler.workers import AgentSettings, WorkerState
+from o11n.store.accounts import AccountStore, Registration, TenantRow, TokenRow
 from o11n.store.database import Database
 from o11n.store.jobs import AttemptEnd, JobFilter, JobStore, StartRow, Submitted
 from o11n.store.logs import LogChunk, LogStore
@@ -61,6 +62,7 @@ class Scheduler:
         self.metrics = Metrics(self.index.counts_by_tenant)
         self.hub.listen(self.metrics.on_event)
         self.workers: dict[str, WorkerState] = {}
+        self.agents: dict[str, AgentSettings] = {}  # every agent ever registered
         self.tenants: dict[str, TenantRow] = {}
         self._reaper: asyncio.Task[None] | None = None
         self.closing = False
@@ -75,6 +77,8 @@ class Scheduler:
             self.tokens.add(token)
         for tenant in self.db.read_now(self.accounts.tenants):
             self._know_tenant(tenant)
+        for row in self.db.read_now(self.accounts.workers):
+            self.agents[row.name] = AgentSettings(dict(row.attributes), row.disabled)
         if DEFAULT_TENANT not in self.tenants:
             await self.create_tenant(DEFAULT_TENANT, 1.0, with_token=False)
         for job in self.db.read_now(self.jobs.active):
@@ -152,19 +156,71 @@ class Scheduler:
 
     # -- workers --------------------------------------------------------------
 
-    async def register(self, name: str, tags: dict[str, str], capacity: ResourceKey) -> WorkerState:
-        """Add a worker (or refresh it after its restart or ours)."""
+    async def register(
+        self,
+        name: str,
+        tags: dict[str, str],
+        capacity: ResourceKey,
+        address: str = "127.0.0.1",
+        ports: str = "31000-32000",
+        disk: int = 0,
+    ) -> WorkerState:
+        """Add a worker (or refresh it after its restart or ours); the attributes and
+        disabled flag the platform team set on it stay."""
         now = self.clock()
         cap = {"cpu": capacity[0], "memory": capacity[1], "gpu": capacity[2]}
-        await self.db.write(self.accounts.save_worker, name, tags, cap, now)
+        reg = Registration(tags, cap, address, ports, disk)
+        await self.db.write(self.accounts.save_worker, name, reg, now)
         old = self.workers.get(name)
-        worker = WorkerState(name, as_tags(tags), capacity, now, now)
+        known = self.agents.get(name)
+        worker = WorkerState(
+            name,
+            tags,
+            capacity,
+            now,
+            now,
+            address=address,
+            ports=old.ports if old is not None else PortPool.from_range(ports),
+            disk=disk,
+            attributes=dict(known.attributes) if known else {},
+            disabled=known.disabled if known else False,
+        )
+        self.agents[name] = AgentSettings(worker.attributes, worker.disabled)
         if old is not None:
             worker.draining = old.draining
             old.wake.set()
             old.control.set()
         self.workers[name] = worker
         return worker
+
+    async def set_attribute(self, names: list[str], key: str, value: str | float | None) -> None:
+        """Set (or, with None, delete) an attribute on agents; jobs match it at once."""
+        unknown = [n for n in names if n not in self.agents]
+        if unknown:
+            raise NotFound(f"no agent {unknown[0]!r}: it must have registered once")
+        for name in names:
+            settings = self.agents[name]
+            if value is None:
+                settings.attributes.pop(key, None)
+            else:
+                settings.attributes[key] = value
+            await self._save_agent(name)
+
+    async def set_disabled(self, name: str, disabled: bool) -> None:
+        """Disable an agent (it gets no new work; what it runs goes on) or enable it."""
+        if name not in self.agents:
+            raise NotFound(f"no agent {name!r}: it must have registered once")
+        self.agents[name].disabled = disabled
+        await self._save_agent(name)
+
+    async def _save_agent(self, name: str) -> None:
+        settings = self.agents[name]
+        await self.db.write(self.accounts.set_agent, name, settings.attributes, settings.disabled)
+        worker = self.workers.get(name)
+        if worker is not None:
+            worker.attributes, worker.disabled = settings.attributes, settings.disabled
+            worker.refresh_tags()
+            worker.wake.set()
 
     def worker(self, name: str) -> WorkerState:
         """A registered worker, or NotFound (the worker should register again)."""
@@ -218,6 +274,10 @@ class Scheduler:
                 return []
             waited = True
 
+    def is_online(self, worker: WorkerState) -> bool:
+        """Has the worker been heard from within a lease period?"""
+        return self.clock() - worker.last_seen < self.leases.duration
+
     def _alive(self, worker: WorkerState) -> bool:
         """Has the worker heartbeated lately? (It does every third of a lease.)"""
         return self.clock() - worker.last_seen <= self.leases.duration * ALIVE_FRACTION
@@ -227,6 +287,8 @@ class Scheduler:
     ) -> list[Grant]:
         """Take jobs that fit the worker's free room (plus `freeing`: attempts ending in
         the same commit) off the index and assign them to it."""
+        if worker.disabled:
+            return []
         free = _add(self.free(worker), freeing)
         picks: list[Match] = []
         while len(picks) < max_jobs:

@@ -37,20 +37,19 @@ from o11n.scheduler.workers import WorkerState
 router = APIRouter(tags=["workers"])
 
 
-def _resources(key: tuple[float, int, int]) -> dict[str, float]:
+def resources_out(key: tuple[float, int, int]) -> dict[str, float]:
     return {"cpu": key[0], "memory": key[1], "gpu": key[2]}
 
 
 def _worker_out(sched: Scheduler, worker: WorkerState) -> WorkerOut:
-    now = sched.clock()
     return WorkerOut(
         name=worker.name,
-        tags=dict(worker.tags),
-        capacity=_resources(worker.capacity),
-        free=_resources(sched.free(worker)),
+        tags=worker.own_tags,
+        capacity=resources_out(worker.capacity),
+        free=resources_out(sched.free(worker)),
         running=sorted(lease.job_id for lease in sched.leases.of_worker(worker.name)),
         last_seen=worker.last_seen,
-        online=now - worker.last_seen < sched.leases.duration,
+        online=sched.is_online(worker),
         draining=worker.draining,
     )
 
@@ -77,7 +76,8 @@ async def list_workers(sched: Sched, who: Caller) -> WorkerList:
 async def register(body: WorkerIn, sched: Sched, who: Caller) -> Registered:
     """Register a worker's tags and capacity (again after any restart)."""
     who.require(WORKER)
-    await sched.register(body.name, body.tags, (body.cpu, body.memory, body.gpu))
+    capacity = (body.cpu, body.memory, body.gpu)
+    await sched.register(body.name, body.tags, capacity, str(body.address), body.ports, body.disk)
     duration = sched.leases.duration
     return Registered(name=body.name, lease_seconds=duration, heartbeat_seconds=duration / 3)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -32,12 +32,28 @@ class TokenRow:
 
 @dataclass(frozen=True, slots=True)
 class WorkerRow:
-    """A worker as last registered."""
+    """A worker as last registered, with what the platform team set on it."""
 
     name: str
     tags: dict[str, str]
     capacity: dict[str, Any]
     registered_at: float
+    address: str | None = None
+    ports: str | None = None
+    disk: int | None = None
+    attributes: dict[str, str | float] = field(default_factory=dict)
+    disabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """What a worker says of itself when it registers."""
+
+    tags: dict[str, str]
+    capacity: dict[str, Any]
+    address: str
+    ports: str
+    disk: int
 
 
 class AccountStore:
@@ -73,24 +89,41 @@ class AccountStore:
         """Every token hash."""
         return [TokenRow(r.hash, r.role, r.tenant) for r in conn.execute(select(tokens))]
 
-    def save_worker(
-        self,
-        conn: Connection,
-        name: str,
-        tags: dict[str, str],
-        capacity: dict[str, Any],
-        now: float,
-    ) -> None:
-        """Record a worker's registration."""
-        values = {"tags": json.dumps(tags), "capacity": json.dumps(capacity), "registered_at": now}
+    def save_worker(self, conn: Connection, name: str, reg: Registration, now: float) -> None:
+        """Record a worker's registration (its attributes and disabled flag stay)."""
+        values = {
+            "tags": json.dumps(reg.tags),
+            "capacity": json.dumps(reg.capacity),
+            "registered_at": now,
+            "address": reg.address,
+            "ports": reg.ports,
+            "disk": reg.disk,
+        }
         done = conn.execute(workers.update().where(workers.c.name == name).values(**values))
         if done.rowcount == 0:
-            conn.execute(workers.insert().values(name=name, **values))
+            conn.execute(workers.insert().values(name=name, attributes="{}", disabled=0, **values))
+
+    def set_agent(
+        self, conn: Connection, name: str, attributes: dict[str, str | float], disabled: bool
+    ) -> None:
+        """Store what the platform team set on an agent."""
+        values = {"attributes": json.dumps(attributes), "disabled": int(disabled)}
+        conn.execute(workers.update().where(workers.c.name == name).values(**values))
 
     def workers(self, conn: Connection) -> list[WorkerRow]:
         """Every worker ever registered."""
         rows = conn.execute(select(workers).order_by(workers.c.name))
         return [
-            WorkerRow(r.name, json.loads(r.tags), json.loads(r.capacity), r.registered_at)
+            WorkerRow(
+                r.name,
+                json.loads(r.tags),
+                json.loads(r.capacity),
+                r.registered_at,
+                r.address,
+                r.ports,
+                r.disk,
+                json.loads(r.attributes or "{}"),
+                bool(r.disabled),
+            )
             for r in rows
         ]

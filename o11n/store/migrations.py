@@ -21,15 +21,37 @@ def _pipelines(conn: Connection) -> None:
     schema.pipelines.create(conn)
 
 
+def _add_columns(conn: Connection, table: str, columns: dict[str, str]) -> None:
+    """Add the columns a table lacks (a new database has them from _initial already)."""
+    have = {c["name"] for c in inspect(conn).get_columns(table)}
+    for name, kind in columns.items():
+        if name not in have:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}"))
+
+
 def _artifacts(conn: Connection) -> None:
     """Attempts record their outputs' tree; the step cache."""
-    if "outputs" not in {c["name"] for c in inspect(conn).get_columns("attempts")}:
-        conn.execute(text("ALTER TABLE attempts ADD COLUMN outputs VARCHAR(64)"))
+    _add_columns(conn, "attempts", {"outputs": "VARCHAR(64)"})
     schema.step_cache.create(conn)
 
 
+def _agents(conn: Connection) -> None:
+    """Workers as agents: address, port range, disk, attributes, disabled."""
+    _add_columns(
+        conn,
+        "workers",
+        {
+            "address": "VARCHAR(64)",
+            "ports": "VARCHAR(32)",
+            "disk": "BIGINT",
+            "attributes": "TEXT",
+            "disabled": "INTEGER",
+        },
+    )
+
+
 # Append new migrations at the end; never change what one that has shipped does.
-MIGRATIONS: list[Migration] = [_initial, _pipelines, _artifacts]
+MIGRATIONS: list[Migration] = [_initial, _pipelines, _artifacts, _agents]
 
 
 def current_version(conn: Connection) -> int:

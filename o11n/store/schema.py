@@ -124,6 +124,11 @@ workers = Table(
     Column("tags", Text, nullable=False),  # JSON
     Column("capacity", Text, nullable=False),  # JSON: cpu, memory, gpu
     Column("registered_at", Float, nullable=False),
+    Column("address", String(64)),
+    Column("ports", String(32)),  # the host port range, e.g. 31000-32000
+    Column("disk", BigInteger),  # free bytes where jobs run
+    Column("attributes", Text),  # JSON: set by the platform team; kept across registrations
+    Column("disabled", Integer),
 )
 
 pipelines = Table(

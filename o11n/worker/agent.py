@@ -22,6 +22,7 @@ from typing import Any
 
 from o11n.core.jobs import JobSpec
 from o11n.errors import O11nError
+from o11n.worker import host
 from o11n.worker.api import WorkerApi
 from o11n.worker.executor import Attempt, Ended, ProcessExecutor
 from o11n.worker.files import Files
@@ -44,6 +45,8 @@ class WorkerConfig:
     memory: int
     gpus: int
     workdir: Path
+    address: str = "127.0.0.1"
+    ports: str = "31000-32000"
     keep_workdirs: bool = False
     kill_grace: float = 10.0
     drain_timeout: float = 600.0
@@ -89,7 +92,16 @@ class Agent:
     async def register(self) -> None:
         """Tell the scheduler who this worker is and what it offers."""
         c = self.config
-        body = {"name": c.name, "tags": c.tags, "cpu": c.cpus, "memory": c.memory, "gpu": c.gpus}
+        body = {
+            "name": c.name,
+            "tags": c.tags,
+            "cpu": c.cpus,
+            "memory": c.memory,
+            "gpu": c.gpus,
+            "address": c.address,
+            "ports": c.ports,
+            "disk": host.free_disk(c.workdir),
+        }
         answer = await self.api.call("/api/v1/workers/register", body, register_again=False)
         self.heartbeat_seconds = float(answer["heartbeat_seconds"])
         log.info("registered as %s with %s", c.name, self.api.server)

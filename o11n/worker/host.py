@@ -4,12 +4,29 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import socket
+from pathlib import Path
 
 
 def hostname() -> str:
     """This machine's host name."""
     return socket.gethostname() or "worker"
+
+
+def address() -> str:
+    """This machine's address as its host name resolves, else 127.0.0.1."""
+    try:
+        return socket.gethostbyname(hostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+def free_disk(path: Path) -> int:
+    """Free bytes on the file system that holds `path` (or its nearest existing parent)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
 
 
 def cores() -> int:

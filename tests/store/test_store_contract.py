@@ -9,7 +9,7 @@ import pytest
 
 from o11n.core.jobs import JobSpec
 from o11n.core.states import JobState
-from o11n.store.accounts import AccountStore
+from o11n.store.accounts import AccountStore, Registration
 from o11n.store.database import Database
 from o11n.store.jobs import AttemptEnd, EndRow, JobFilter, JobStore, StartRow
 from o11n.store.logs import LogChunk, LogStore
@@ -36,6 +36,32 @@ def test_migrations_are_recorded_and_idempotent(db: Database, db_url: str) -> No
     again = Database(db_url)
     assert db.read_now(current_version) == len(MIGRATIONS)
     again.close()
+
+
+def test_a_database_of_schema_2_is_brought_up_to_date(db: Database, db_url: str) -> None:
+    """As an o11n of before artifacts and agents left it: the later columns and tables
+    absent, version 2 recorded."""
+    from sqlalchemy import inspect, text
+
+    with db.write_engine.begin() as conn:
+        conn.execute(text("DROP TABLE step_cache"))
+        conn.execute(text("ALTER TABLE attempts DROP COLUMN outputs"))
+        for column in ("address", "ports", "disk", "attributes", "disabled"):
+            conn.execute(text(f"ALTER TABLE workers DROP COLUMN {column}"))
+        conn.execute(text("UPDATE schema_version SET version = 2"))
+    db.close()
+    upgraded = Database(db_url)
+    try:
+        assert upgraded.schema_version == len(MIGRATIONS)
+        with upgraded.read_engine.connect() as conn:
+            found = inspect(conn)
+            assert "outputs" in {c["name"] for c in found.get_columns("attempts")}
+            assert {"address", "attributes", "disabled"} <= {
+                c["name"] for c in found.get_columns("workers")
+            }
+            assert found.has_table("step_cache")
+    finally:
+        upgraded.close()
 
 
 def test_insert_assigns_ids_and_events(db: Database) -> None:
@@ -176,10 +202,16 @@ def test_tenants_tokens_workers(db: Database) -> None:
     write(db, accounts.add_token, "h1", "tenant", "a", 1.0)
     write(db, accounts.add_token, "h1", "tenant", "a", 1.0)
     assert [(t.hash, t.tenant) for t in db.read_now(accounts.tokens)] == [("h1", "a")]
-    write(db, accounts.save_worker, "w1", {"arch": "x"}, {"cpu": 2}, 1.0)
-    write(db, accounts.save_worker, "w1", {"arch": "y"}, {"cpu": 4}, 2.0)
+    first = Registration({"arch": "x"}, {"cpu": 2}, "127.0.0.2", "31000-32000", 10)
+    write(db, accounts.save_worker, "w1", first, 1.0)
+    write(db, accounts.set_agent, "w1", {"city": "shenzhen", "cores": 24.0}, True)
+    again = Registration({"arch": "y"}, {"cpu": 4}, "127.0.0.3", "40000-40010", 20)
+    write(db, accounts.save_worker, "w1", again, 2.0)
     (worker,) = db.read_now(accounts.workers)
     assert worker.tags == {"arch": "y"} and worker.capacity == {"cpu": 4}
+    assert (worker.address, worker.ports, worker.disk) == ("127.0.0.3", "40000-40010", 20)
+    # what the platform team set survives the worker registering again
+    assert worker.attributes == {"city": "shenzhen", "cores": 24.0} and worker.disabled
 
 
 def test_concurrent_writes_share_commits(db: Database) -> None:
