@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -15,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from o11n.core.constraints import NO_CONSTRAINTS, Constraints, parse_constraints
 from o11n.core.states import JobState
 from o11n.core.units import parse_duration, parse_size
 from o11n.errors import BadRequest
@@ -34,6 +37,14 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Digest = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 OutputPath = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 MAX_OUTPUTS = 256
+AGENT_OPERATORS = ("LIKE", "UNLIKE", "CLUSTER", "GREATER", "LESS")
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_cached(text: str) -> Constraints:
+    return parse_constraints(json.loads(text))
+
+
 FailureKind = Literal["lost", "timeout", "failure", "error"]
 RETRY_BY_DEFAULT: tuple[FailureKind, ...] = ("lost",)  # a vanished worker is not the job's fault
 
@@ -120,6 +131,12 @@ class JobSpec(Model):
     idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
         None, description="Submitting the same key twice returns the first job."
     )
+    constraints: Any = Field(
+        None,
+        description="Placement constraints on agent attributes: a list of groups (AND) of "
+        "rules {name, operate, value} (OR), operators LIKE, UNLIKE, CLUSTER, GREATER, LESS; "
+        "or BCS's intersectionItem/unionData form.",
+    )
     files: Digest | None = Field(
         None,
         description="A tree in the content-addressed store, laid out in the work directory "
@@ -148,6 +165,24 @@ class JobSpec(Model):
         if sum(len(k) + len(v) for k, v in env.items()) > MAX_ENV_BYTES:
             raise ValueError(f"env is larger than {MAX_ENV_BYTES} bytes")
         return env
+
+    @field_validator("constraints")
+    @classmethod
+    def _agent_rules_only(cls, raw: Any) -> Any:
+        for group in parse_constraints(raw).groups:
+            for rule in group:
+                if rule.operate not in AGENT_OPERATORS:
+                    raise ValueError(
+                        f"{rule.operate} counts a service's tasks: jobs may use "
+                        f"{', '.join(AGENT_OPERATORS)}"
+                    )
+        return raw
+
+    def placement(self) -> Constraints:
+        """The parsed constraints (equal ones are parsed once)."""
+        if self.constraints is None:
+            return NO_CONSTRAINTS
+        return _parse_cached(json.dumps(self.constraints, sort_keys=True))
 
     @model_validator(mode="after")
     def _timeout_bounds(self) -> JobSpec:

@@ -1,7 +1,8 @@
 """The in-memory index of queued jobs: k=v tag matching, resource fit and fair order.
 
-Jobs that require the same tags and the same resources are interchangeable for
-matching, so they share a *bucket* (their requirement signature); inside a
+Jobs that require the same tags, the same resources and the same placement
+constraints are interchangeable for matching, so they share a *bucket* (their
+requirement signature); inside a
 bucket each tenant has a heap ordered by priority, then submit order. A worker's
 tag set is resolved once to the buckets it can serve, and that list is kept up
 to date as buckets appear, so a consume looks at buckets, never at jobs: its
@@ -14,6 +15,7 @@ import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from o11n.core.constraints import NO_CONSTRAINTS, AgentView, Constraints, check
 from o11n.core.fairness import FairShare
 
 Tags = frozenset[tuple[str, str]]
@@ -32,6 +34,14 @@ def fits(need: ResourceKey, free: ResourceKey) -> bool:
     return need[0] <= free[0] and need[1] <= free[1] and need[2] <= free[2]
 
 
+def admits(constraints: Constraints, tags: Tags) -> bool:
+    """Do a worker's tags (its attributes among them) satisfy a job's constraints?"""
+    if constraints.is_empty:
+        return True
+    agent = AgentView(dict(tags).get("hostname", ""), dict(tags))
+    return check(constraints, agent, "", (), ()) is None
+
+
 def subtract(free: ResourceKey, need: ResourceKey) -> ResourceKey:
     """What stays free after `need` is taken."""
     return (free[0] - need[0], free[1] - need[1], free[2] - need[2])
@@ -43,7 +53,12 @@ class Bucket:
 
     tags: Tags
     resources: ResourceKey
+    constraints: Constraints = NO_CONSTRAINTS
     heaps: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+
+    def serves(self, worker_tags: Tags) -> bool:
+        """Can a worker with these tags take this bucket's jobs?"""
+        return self.tags <= worker_tags and admits(self.constraints, worker_tags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +70,7 @@ class Match:
     priority: int
     tags: Tags
     resources: ResourceKey
+    constraints: Constraints = NO_CONSTRAINTS
 
 
 class QueueIndex:
@@ -62,7 +78,7 @@ class QueueIndex:
 
     def __init__(self, fairness: FairShare | None = None) -> None:
         self.fairness = fairness or FairShare()
-        self._buckets: dict[tuple[Tags, ResourceKey], Bucket] = {}
+        self._buckets: dict[tuple[Tags, ResourceKey, Constraints], Bucket] = {}
         self._where: dict[int, Bucket] = {}
         self._tenant_buckets: dict[str, dict[Bucket, int]] = {}
         self._tenant_counts: dict[str, int] = {}
@@ -86,11 +102,12 @@ class QueueIndex:
         priority: int,
         tags: Tags,
         resources: ResourceKey,
+        constraints: Constraints = NO_CONSTRAINTS,
     ) -> None:
         """Queue a job. Ids must grow with submit time: they break priority ties."""
         if job_id in self._where:
             return
-        bucket = self._bucket(tags, resources)
+        bucket = self._bucket(tags, resources, constraints)
         heapq.heappush(bucket.heaps.setdefault(tenant, []), (-priority, job_id))
         self._where[job_id] = bucket
         per_tenant = self._tenant_buckets.setdefault(tenant, {})
@@ -125,7 +142,9 @@ class QueueIndex:
                 del self._where[job_id]
                 self._forget(bucket, tenant)
                 self.fairness.charge(tenant)
-                return Match(job_id, tenant, -neg_priority, bucket.tags, bucket.resources)
+                return Match(
+                    job_id, tenant, -neg_priority, bucket.tags, bucket.resources, bucket.constraints
+                )
         return None
 
     def _best_of_tenant(
@@ -171,15 +190,15 @@ class QueueIndex:
         if self._tenant_counts[tenant] == 0:
             self.fairness.deactivate(tenant)
 
-    def _bucket(self, tags: Tags, resources: ResourceKey) -> Bucket:
-        key = (tags, resources)
+    def _bucket(self, tags: Tags, resources: ResourceKey, constraints: Constraints) -> Bucket:
+        key = (tags, resources, constraints)
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._emptied) > SWEEP_EMPTY_BUCKETS:
                 self._sweep()
-            bucket = self._buckets[key] = Bucket(tags, resources)
+            bucket = self._buckets[key] = Bucket(tags, resources, constraints)
             for worker_tags, served in self._served.items():
-                if tags <= worker_tags:
+                if bucket.serves(worker_tags):
                     served.add(bucket)
         return bucket
 
@@ -188,13 +207,13 @@ class QueueIndex:
         gone = {b for b in self._emptied if not b.heaps}
         self._emptied.clear()
         for bucket in gone:
-            del self._buckets[(bucket.tags, bucket.resources)]
+            del self._buckets[(bucket.tags, bucket.resources, bucket.constraints)]
         for served in self._served.values():
             served -= gone
 
     def _served_by(self, worker_tags: Tags) -> set[Bucket]:
         served = self._served.get(worker_tags)
         if served is None:
-            served = {b for b in self._buckets.values() if b.tags <= worker_tags}
+            served = {b for b in self._buckets.values() if b.serves(worker_tags)}
             self._served[worker_tags] = served
         return served

@@ -152,7 +152,14 @@ class Scheduler:
         return tenant
 
     def _enqueue(self, job_id: int, tenant: str, spec: JobSpec) -> None:
-        self.index.add(job_id, tenant, spec.priority, as_tags(spec.tags), spec.resources.key())
+        self.index.add(
+            job_id,
+            tenant,
+            spec.priority,
+            as_tags(spec.tags),
+            spec.resources.key(),
+            spec.placement(),
+        )
 
     # -- workers --------------------------------------------------------------
 
@@ -309,7 +316,7 @@ class Scheduler:
             return await self._assign(worker, picks)
         except BaseException:
             for m in picks:
-                self.index.add(m.job_id, m.tenant, m.priority, m.tags, m.resources)
+                self.index.add(m.job_id, m.tenant, m.priority, m.tags, m.resources, m.constraints)
                 self.index.fairness.charge(m.tenant, -1.0)  # it was not served after all
             raise
         finally:

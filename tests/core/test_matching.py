@@ -144,3 +144,25 @@ def test_counts_by_tenant() -> None:
     add(index, 2, tenant="a")
     add(index, 3, tenant="b")
     assert index.counts_by_tenant() == {"a": 2, "b": 1}
+
+
+def test_constraints_on_attributes_pick_the_workers_that_may_take_a_job() -> None:
+    from o11n.core.constraints import parse_constraints
+
+    index = QueueIndex()
+    south = parse_constraints([[{"name": "city", "operate": "LIKE", "value": "shen.*|guang.*"}]])
+    big = parse_constraints([[{"name": "cores", "operate": "GREATER", "value": 16}]])
+    index.add(1, "t", 0, as_tags({}), (1.0, 0, 0), south)
+    index.add(2, "t", 0, as_tags({}), (1.0, 0, 0), big)
+    beijing = as_tags({"city": "beijing", "cores": "8"})
+    shenzhen = as_tags({"city": "shenzhen", "cores": "8"})
+    large = as_tags({"city": "beijing", "cores": "32"})
+    assert index.consume(beijing, ANY) is None
+    assert index.consume(as_tags({}), ANY) is None  # a missing attribute fails the rule
+    match = index.consume(shenzhen, ANY)
+    assert match is not None and match.job_id == 1 and match.constraints == south
+    match = index.consume(large, ANY)
+    assert match is not None and match.job_id == 2
+    index.add(3, "t", 0, as_tags({}), (1.0, 0, 0), south)  # a new bucket for known workers
+    assert index.consume(beijing, ANY) is None
+    assert index.consume(shenzhen, ANY) is not None

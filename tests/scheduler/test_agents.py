@@ -168,3 +168,37 @@ def test_the_cli_sets_attributes_and_prints_offers(
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert run_cli(server.url, server.token, "agents", "disable", "w1").returncode == 0
     assert "w1" not in run_cli(server.url, server.token, "offers").stdout
+
+
+def test_job_constraints_place_on_attributes_and_service_rules_are_refused(
+    admin: Client, worker: Client
+) -> None:
+    register(worker, "w1")
+    register(worker, "w2")
+    set_attr(admin, ["w1"], "city", string="chengdu")
+    set_attr(admin, ["w2"], "city", string="shenzhen")
+    job_id = admin.submit(
+        {
+            "command": ["true"],
+            "constraints": {
+                "intersectionItem": [
+                    {
+                        "unionData": [
+                            {
+                                "name": "city",
+                                "operate": "LIKE",
+                                "type": 3,
+                                "text": {"value": "shenzhen|shanghai"},
+                            }
+                        ]
+                    }
+                ]
+            },
+        }
+    )
+    assert lease(worker, "w1") == []
+    assert lease(worker, "w2") == [job_id]
+    unique = [[{"name": "hostname", "operate": "UNIQUE"}]]
+    with pytest.raises(APIError) as refused:
+        admin.submit({"command": ["true"], "constraints": unique})
+    assert refused.value.status == 422 and "UNIQUE" in refused.value.message
