@@ -162,6 +162,7 @@ class WorkerProcess:
         memory: str = "1G",
         kill_grace: float = 10.0,
         drain_timeout: float = 600.0,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.server = server
         self.name = name
@@ -177,6 +178,7 @@ class WorkerProcess:
             str(kill_grace),
             "--drain-timeout",
             str(drain_timeout),
+            *extra,
         ]
         self.proc: subprocess.Popen[bytes] | None = None
 

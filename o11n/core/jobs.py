@@ -169,7 +169,11 @@ class JobSpec(Model):
     @field_validator("constraints")
     @classmethod
     def _agent_rules_only(cls, raw: Any) -> Any:
-        for group in parse_constraints(raw).groups:
+        try:
+            parsed = parse_constraints(raw)
+        except BadRequest as exc:
+            raise ValueError(exc.message) from None
+        for group in parsed.groups:
             for rule in group:
                 if rule.operate not in AGENT_OPERATORS:
                     raise ValueError(

@@ -1,19 +1,21 @@
-"""Reading a pipeline file: YAML to a validated spec, with errors that name file:line:column."""
+"""Reading a pipeline (or service) file: YAML to a validated spec, with errors that name
+file:line:column."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from o11n.core.pipeline import Pipeline
 from o11n.errors import SpecError
 
 Path_ = tuple[str | int, ...]
 Marks = dict[Path_, tuple[int, int]]
+M = TypeVar("M", bound=BaseModel)
 
 
 def load_file(path: Path) -> Pipeline:
@@ -29,6 +31,12 @@ def load_file(path: Path) -> Pipeline:
 
 def load(text: str, file: str = "<pipeline>") -> Pipeline:
     """A pipeline from YAML (or JSON) text; a SpecError names where anything is wrong."""
+    return load_model(text, file, Pipeline, "pipeline")
+
+
+def load_model(text: str, file: str, model: type[M], what: str) -> M:
+    """A model from YAML (or JSON) text; a SpecError names the line and column of what is
+    wrong (`what` names the kind of file in messages)."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -40,14 +48,14 @@ def load(text: str, file: str = "<pipeline>") -> Pipeline:
     except RecursionError:
         raise SpecError("not valid YAML: nested too deeply", file, 1, 1) from None
     if node is None:
-        raise SpecError("the pipeline file is empty", file, 1, 1)
+        raise SpecError(f"the {what} file is empty", file, 1, 1)
     marks: Marks = {}
     try:
         data = _plain(node, (), marks, file)
     except RecursionError:
-        raise SpecError("the pipeline is nested too deeply", file, 1, 1) from None
+        raise SpecError(f"the {what} is nested too deeply", file, 1, 1) from None
     try:
-        return Pipeline.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise _spec_error(exc, marks, data, file) from None
 

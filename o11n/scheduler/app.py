@@ -96,20 +96,32 @@ def _describe(exc: RequestValidationError) -> str:
 
 def create_app(scheduler: Scheduler, cas: CasStore, *, manage_lifecycle: bool = True) -> FastAPI:
     """The HTTP/WebSocket application around a scheduler and its content-addressed store."""
-    from o11n.scheduler import agent_api, api, cas_api, pipeline_api, watch, worker_api
+    from o11n.scheduler import (
+        agent_api,
+        api,
+        cas_api,
+        pipeline_api,
+        service_api,
+        watch,
+        worker_api,
+    )
     from o11n.scheduler.pipelines import PipelineRunner
+    from o11n.scheduler.services import ServiceManager
 
     runner = PipelineRunner(scheduler, cas)
+    services = ServiceManager(scheduler)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if manage_lifecycle:
             await scheduler.start()
             await runner.start()
+            await services.start()
         try:
             yield
         finally:
             if manage_lifecycle:
+                await services.stop()
                 await scheduler.stop()
 
     app = FastAPI(
@@ -122,6 +134,7 @@ def create_app(scheduler: Scheduler, cas: CasStore, *, manage_lifecycle: bool = 
     app.state.scheduler = scheduler
     app.state.pipelines = runner
     app.state.cas = cas
+    app.state.services = services
 
     @app.exception_handler(O11nError)
     async def _o11n_error(_request: Request, exc: O11nError) -> JSONResponse:
@@ -146,4 +159,5 @@ def create_app(scheduler: Scheduler, cas: CasStore, *, manage_lifecycle: bool = 
     app.include_router(watch.router)
     app.include_router(cas_api.router)
     app.include_router(agent_api.router)
+    app.include_router(service_api.router)
     return app

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ipaddress import IPv4Address
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query
 from pydantic import AfterValidator, Field, IPvAnyAddress, StringConstraints, model_validator
@@ -394,3 +394,67 @@ class ArtifactOut(Model):
 
 class ArtifactList(Model):
     artifacts: list[ArtifactOut]
+
+
+ServiceNamePath = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9\-]{0,62}$")]
+
+
+class ServiceIn(Model):
+    service: Annotated[str, StringConstraints(min_length=1, max_length=256 * 1024)] = Field(
+        description="The service file's text (YAML or JSON)."
+    )
+    file_name: Annotated[str, StringConstraints(min_length=1, max_length=255)] = Field(
+        "service.yml", description="Named in error messages."
+    )
+
+
+class ScaleIn(Model):
+    instances: int = Field(ge=0, le=1000)
+
+
+class TaskOut(Model):
+    index: int
+    state: str
+    agent: str | None = None
+    ip: str | None = None
+    ports: dict[str, int] = Field(default_factory=dict)
+    job_id: int | None = None
+    restarts: int = 0
+    last_exit: str | None = None
+    reason: str | None = None
+    version: str
+
+
+class ServiceOut(Model):
+    namespace: str
+    name: str
+    tenant: str
+    instances: int
+    running: int
+    version: str
+    deleting: bool
+    reason: str | None = Field(None, description="Why tasks wait, when some do.")
+    spec: dict[str, Any]
+    tasks: list[TaskOut]
+    created_at: float
+    updated_at: float
+
+
+class Applied(Model):
+    result: Literal["created", "updated", "unchanged"]
+    service: ServiceOut
+
+
+class ServiceList(Model):
+    services: list[ServiceOut]
+
+
+class EndpointOut(Model):
+    task: int
+    agent: str | None
+    ip: str | None
+    ports: dict[str, int]
+
+
+class EndpointList(Model):
+    endpoints: list[EndpointOut]

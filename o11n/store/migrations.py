@@ -12,7 +12,7 @@ Migration = Callable[[Connection], None]
 
 
 def _initial(conn: Connection) -> None:
-    later = (schema.schema_version, schema.pipelines, schema.step_cache)
+    later = (schema.schema_version, schema.pipelines, schema.step_cache, schema.services)
     tables = [t for t in schema.metadata.sorted_tables if t not in later]
     schema.metadata.create_all(conn, tables=tables)  # attempts.outputs included
 
@@ -51,7 +51,11 @@ def _agents(conn: Connection) -> None:
 
 
 # Append new migrations at the end; never change what one that has shipped does.
-MIGRATIONS: list[Migration] = [_initial, _pipelines, _artifacts, _agents]
+def _services(conn: Connection) -> None:
+    schema.services.create(conn)
+
+
+MIGRATIONS: list[Migration] = [_initial, _pipelines, _artifacts, _agents, _services]
 
 
 def current_version(conn: Connection) -> int:

@@ -160,3 +160,15 @@ step_cache = Table(
     Column("outputs", String(64)),
     Column("created_at", Float, nullable=False),
 )
+
+# Long-running services: the file as applied; their tasks are jobs labelled o11n.service.
+services = Table(
+    "services",
+    metadata,
+    Column("namespace", String(63), primary_key=True),
+    Column("name", String(63), primary_key=True),
+    Column("tenant", String(200), nullable=False),
+    Column("spec", Text, nullable=False),  # JSON
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
