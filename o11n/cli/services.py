@@ -154,3 +154,31 @@ def _port(endpoint: dict[str, Any], name: str | None) -> int:
     if name not in ports:
         raise typer.BadParameter(f"no port {name!r}; the ports are {', '.join(ports)}")
     return ports[name]
+
+
+@app.command("metrics")
+def metrics(
+    ctx: typer.Context, name: str, namespace: str = Namespace, json_: bool = JsonOption
+) -> None:
+    """The latest values scraped from each running task."""
+    with client(ctx) as api:
+        found = api.request("GET", _path(name, namespace) + "/metrics")["tasks"]
+    if json_:
+        print_json(found)
+        return
+    rows: list[list[Any]] = []
+    for t in found:
+        if not t["up"]:
+            rows.append([t["task"], t["agent"], 0, "", t["error"] or ""])
+        for s in t["samples"]:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s["labels"].items()))
+            rows.append(
+                [
+                    t["task"],
+                    t["agent"],
+                    1,
+                    s["name"] + (f"{{{labels}}}" if labels else ""),
+                    f"{s['value']:g}",
+                ]
+            )
+    table(["TASK", "AGENT", "UP", "NAME", "VALUE"], rows)

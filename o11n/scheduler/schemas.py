@@ -458,3 +458,23 @@ class EndpointOut(Model):
 
 class EndpointList(Model):
     endpoints: list[EndpointOut]
+
+
+class SampleOut(Model):
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    value: float
+
+
+class TaskMetricsOut(Model):
+    task: int
+    agent: str
+    up: bool
+    at: float
+    error: str | None = None
+    samples: list[SampleOut]
+    strings: dict[str, str] = Field(default_factory=dict, description="Non-numeric values.")
+
+
+class ServiceMetrics(Model):
+    tasks: list[TaskMetricsOut]

@@ -11,11 +11,14 @@ from o11n.scheduler.schemas import (
     Applied,
     EndpointList,
     EndpointOut,
+    SampleOut,
     ScaleIn,
     ServiceIn,
     ServiceList,
+    ServiceMetrics,
     ServiceNamePath,
     ServiceOut,
+    TaskMetricsOut,
     TaskOut,
 )
 from o11n.scheduler.services import ServiceManager, ServiceState
@@ -104,3 +107,30 @@ async def endpoints(
     manager = manager_of(request)
     svc = manager.get(who, f"{namespace}/{name}")
     return EndpointList(endpoints=[EndpointOut.model_validate(e) for e in manager.endpoints(svc)])
+
+
+@router.get(BASE + "/metrics")
+async def metrics(
+    namespace: ServiceNamePath, name: ServiceNamePath, request: Request, who: Caller
+) -> ServiceMetrics:
+    """The latest scrape of each running task: up, when, and the samples."""
+    manager = manager_of(request)
+    svc = manager.get(who, f"{namespace}/{name}")
+    found = sorted(
+        (f for (key, _), f in manager.scraper.latest.items() if key == svc.key),
+        key=lambda f: f.target.task,
+    )
+    return ServiceMetrics(
+        tasks=[
+            TaskMetricsOut(
+                task=f.target.task,
+                agent=f.target.agent,
+                up=f.up,
+                at=f.at,
+                error=f.error,
+                samples=[SampleOut(name=s.name, labels=s.labels, value=s.value) for s in f.samples],
+                strings=f.strings,
+            )
+            for f in found
+        ]
+    )

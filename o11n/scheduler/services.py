@@ -26,6 +26,7 @@ from o11n.core.services import ServiceSpec
 from o11n.core.states import JobState
 from o11n.errors import Conflict, NotFound, O11nError
 from o11n.scheduler.auth import Principal
+from o11n.scheduler.scrape import ScrapeCollector, Scraper, Target
 from o11n.scheduler.service import Scheduler
 from o11n.scheduler.workers import WorkerState
 from o11n.store.jobs import JobFilter
@@ -111,7 +112,10 @@ class ServiceManager:
         self._by_job: dict[int, tuple[str, int]] = {}
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._scrape_task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        self.scraper = Scraper(self._targets)
+        sched.metrics.registry.register(ScrapeCollector(self.scraper))
         sched.hub.listen(self._on_event)
 
     async def start(self) -> None:
@@ -133,13 +137,31 @@ class ServiceManager:
                 )
                 self._by_job[job.id] = (svc.key, index)
         self._loop_task = asyncio.create_task(self._run())
+        self._scrape_task = asyncio.create_task(self.scraper.run())
 
     async def stop(self) -> None:
-        """Stop reconciling (the tasks keep running)."""
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        """Stop reconciling and scraping (the tasks keep running)."""
+        for task in (self._loop_task, self._scrape_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def _targets(self) -> list[Target]:
+        """The running tasks of services that ask to be scraped."""
+        return [
+            Target(
+                svc.key,
+                t.index,
+                t.agent or "",
+                f"http://{t.ip}:{t.ports[metrics.port]}{metrics.path}",
+                metrics,
+            )
+            for svc in self.services.values()
+            if (metrics := svc.spec.metrics) is not None and not svc.deleted
+            for t in svc.tasks.values()
+            if t.state == "running" and metrics.port in t.ports
+        ]
 
     # -- the API's operations --------------------------------------------------------
 
@@ -312,11 +334,17 @@ class ServiceManager:
         fitting: list[WorkerState],
         views: list[AgentView],
     ) -> str:
+        """Why no agent can take a task: the constraints rule out every usable agent, or
+        those they allow lack room, or those with room are ruled out, or ports ran out."""
         if not usable:
             return "no agent is online and enabled"
+        live = self._live()
+        everyone = why_unplaceable(svc.constraints, [w.view() for w in usable], svc.key, live)
+        if everyone is not None:
+            return everyone
         if not fitting:
             return "no agent has the tags and free resources the service needs"
-        why = why_unplaceable(svc.constraints, views, svc.key, self._live())
+        why = why_unplaceable(svc.constraints, views, svc.key, live)
         return why or "no agent has the host ports the service needs free"
 
     def _take_ports(self, svc: ServiceState, task: Task, worker: WorkerState) -> bool:

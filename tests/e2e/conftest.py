@@ -61,3 +61,12 @@ def pool(start_server: StartServer, start_worker: StartWorker) -> ServerProcess:
     start_worker(server, "w1", cpus=2)
     start_worker(server, "w2", cpus=2)
     return server
+
+
+@pytest.fixture(scope="session")
+def lua_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the lua5.4 source is fetched once: pytest's cache (kept across runs) if on."""
+    cache = getattr(request.config, "cache", None)
+    if cache is None:
+        return tmp_path_factory.mktemp("distcc-lua5.4")
+    return Path(cache.mkdir("distcc-lua5.4"))

@@ -39,15 +39,6 @@ dcc_free_space 80971 MB
 """
 
 
-@pytest.fixture(scope="session")
-def lua_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the lua5.4 source is fetched once: pytest's cache (kept across runs) if on."""
-    cache = getattr(request.config, "cache", None)
-    if cache is None:
-        return tmp_path_factory.mktemp("distcc-lua5.4")
-    return Path(cache.mkdir("distcc-lua5.4"))
-
-
 @pytest.fixture
 def start_distccd(tmp_path: Path) -> Iterator[StartDistccd]:
     """Start distccds on loopback aliases 127.0.0.N; all are stopped afterwards."""
