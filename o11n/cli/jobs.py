@@ -67,6 +67,8 @@ def submit(
     env: list[str] = typer.Option(None, "--env", "-e", help="Environment variable NAME=VALUE."),
     name: str = typer.Option(None, help="Job name [default: the program's name]."),
     tenant: str = typer.Option(None, help="Submit for this tenant (admin token only)."),
+    image: str = typer.Option(None, help="Run in this container image."),
+    network: bool = typer.Option(False, help="Give a container job a network."),
     wait: bool = typer.Option(
         False, "--wait", "-w", help="Stream the log; exit with the job's exit code."
     ),
@@ -75,6 +77,8 @@ def submit(
     spec = _spec(
         command, tag, label, env, cpu, memory, gpu, priority, timeout, retries, name, tenant
     )
+    if image:
+        spec["image"], spec["network"] = image, network
     with client(ctx) as api:
         job_id = api.submit(spec)
         if not wait:

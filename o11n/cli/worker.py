@@ -37,6 +37,17 @@ def worker(
         None, help="Where its service tasks listen: the `ip` attribute [default: the host's]."
     ),
     ports: str = typer.Option("31000-32000", help="Host ports for service tasks."),
+    executor: str = typer.Option(
+        "auto",
+        help="auto (a job with an image runs in a container), process, or container.",
+    ),
+    allow_image: list[str] = typer.Option(
+        None, "--allow-image", help="Images jobs may use, as glob patterns [default: any]."
+    ),
+    pull_timeout: float = typer.Option(300.0, min=1, help="Seconds an image pull may take."),
+    container_reuse: str = typer.Option(
+        "on", help="on: warm containers, one exec per job; off: one container per job."
+    ),
     workdir: Path = typer.Option(None, help="Where attempts run [default: a temp folder]."),
     keep_workdirs: bool = typer.Option(False, help="Keep each attempt's folder afterwards."),
     kill_grace: float = typer.Option(10.0, min=0, help="Seconds between SIGTERM and SIGKILL."),
@@ -52,6 +63,10 @@ def worker(
         offered = parse_size(memory) if memory else host.memory_bytes()
     except BadRequest as exc:
         raise typer.BadParameter(exc.message, param_hint="--memory") from None
+    if container_reuse not in ("on", "off"):
+        raise typer.BadParameter("on or off", param_hint="--container-reuse")
+    if executor not in ("auto", "process", "container"):
+        raise typer.BadParameter("auto, process or container", param_hint="--executor")
     try:
         ip = str(ipaddress.ip_address(address)) if address else host.address()
         parse_range(ports)
@@ -70,6 +85,10 @@ def worker(
         workdir=workdir or Path(tempfile.gettempdir()) / f"o11n-{worker_name}",
         address=ip,
         ports=ports,
+        executor=executor,
+        allow_images=tuple(allow_image or ["*"]),
+        pull_timeout=pull_timeout,
+        container_reuse=container_reuse == "on",
         keep_workdirs=keep_workdirs,
         kill_grace=kill_grace,
         drain_timeout=drain_timeout,

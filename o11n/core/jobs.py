@@ -137,6 +137,10 @@ class JobSpec(Model):
         "rules {name, operate, value} (OR), operators LIKE, UNLIKE, CLUSTER, GREATER, LESS; "
         "or BCS's intersectionItem/unionData form.",
     )
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = Field(
+        None, description="Run in this container image (a docker:// prefix is stripped)."
+    )
+    network: bool = Field(False, description="Give a container job a network.")
     files: Digest | None = Field(
         None,
         description="A tree in the content-addressed store, laid out in the work directory "

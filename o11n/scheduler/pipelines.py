@@ -288,6 +288,7 @@ class PipelineRunner:
             retry=RetryPolicy.model_validate(sub["retry"]),
             labels={PIPELINE: str(active.row.id), SUBSTAGE: name, COPY: str(copy)},
             idempotency_key=f"pipeline-{active.row.id}-{name}-{copy}"[:128],
+            image=sub.get("image"),
             files=active.inputs.get(name),
             outputs=sub.get("artifacts", []),
         )

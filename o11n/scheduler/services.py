@@ -388,6 +388,7 @@ class ServiceManager:
         }
         job = JobSpec(
             command=spec.command,
+            image=spec.image,
             name=f"{svc.key}#{task.index}"[:200],
             tenant=svc.tenant,
             env=env,

@@ -24,7 +24,7 @@ from o11n.core.jobs import JobSpec
 from o11n.errors import O11nError
 from o11n.worker import host
 from o11n.worker.api import WorkerApi
-from o11n.worker.executor import Attempt, Ended, ProcessExecutor
+from o11n.worker.executor import Attempt, Ended, Executor, Runner
 from o11n.worker.files import Files
 from o11n.worker.logs import LogShipper
 from o11n.worker.reports import Reporter
@@ -47,6 +47,10 @@ class WorkerConfig:
     workdir: Path
     address: str = "127.0.0.1"
     ports: str = "31000-32000"
+    executor: str = "auto"  # auto | process | container
+    allow_images: tuple[str, ...] = ("*",)
+    pull_timeout: float = 300.0
+    container_reuse: bool = True
     keep_workdirs: bool = False
     kill_grace: float = 10.0
     drain_timeout: float = 600.0
@@ -75,9 +79,11 @@ class Agent:
     def __init__(self, api: WorkerApi, config: WorkerConfig) -> None:
         self.api = api
         self.config = config
-        self.executor = ProcessExecutor(
+        self.executor = Executor(
             config.workdir,
             files=Files(api, config.workdir / ".cas"),
+            containers=_containers(config),
+            mode=config.executor,
             keep_workdirs=config.keep_workdirs,
             kill_grace=config.kill_grace,
         )
@@ -248,6 +254,23 @@ class Agent:
         if running is not None and not running.stop.is_set():
             log.info("stopping job %s: cancelled or lease lost", job_id)
             running.halt("cancelled, or the lease was lost")
+
+
+def _containers(config: WorkerConfig) -> Runner | None:
+    """The container runner, unless this worker runs processes only (the Docker SDK is
+    imported only when it may be used)."""
+    if config.executor == "process":
+        return None
+    from o11n.worker.containers import ContainerConfig, ContainerRunner
+
+    return ContainerRunner(
+        ContainerConfig(
+            allow_images=config.allow_images,
+            pull_timeout=config.pull_timeout,
+            kill_grace=config.kill_grace,
+            reuse=config.container_reuse,
+        )
+    )
 
 
 async def run_worker(api: WorkerApi, config: WorkerConfig, stop: asyncio.Event) -> None:

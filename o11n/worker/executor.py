@@ -64,12 +64,15 @@ class Output(Protocol):
     async def write(self, stream: str, data: bytes) -> None: ...
 
 
+def command_parts(command: list[str] | str) -> list[str]:
+    """An argv list runs as is; a string is a script for `sh -e`."""
+    return ["/bin/sh", "-e", "-c", command] if isinstance(command, str) else list(command)
+
+
 def command_argv(command: list[str] | str) -> list[str]:
-    """An argv list runs as is; a string is a script for `sh -e`. Both start under
-    `setpriv --pdeathsig KILL` where it exists, so the command dies with the worker
-    (an exec of setpriv costs less than a preexec_fn, which rules out vfork)."""
-    argv = ["/bin/sh", "-e", "-c", command] if isinstance(command, str) else list(command)
-    return [*DEATH_GUARD, *argv]
+    """The command under `setpriv --pdeathsig KILL` where it exists, so it dies with the
+    worker (an exec of setpriv costs less than a preexec_fn, which rules out vfork)."""
+    return [*DEATH_GUARD, *command_parts(command)]
 
 
 def job_env(attempt: Attempt) -> dict[str, str]:
@@ -93,23 +96,53 @@ class Files(Protocol):
     async def store(self, cwd: Path, patterns: list[str]) -> str: ...
 
 
-class ProcessExecutor:
-    """Runs attempts as local processes."""
+class Runner(Protocol):
+    """Runs an attempt's command in a prepared work directory (the container runner)."""
+
+    async def run_in(
+        self,
+        cwd: Path,
+        attempt: Attempt,
+        logs: Output,
+        stop: asyncio.Event,
+        on_start: Callable[[float], None],
+    ) -> Ended: ...
+
+
+class Executor:
+    """Runs attempts in fresh work directories: as local processes, or in their image.
+
+    `mode` is `auto` (a job that names an image runs in a container, others as
+    processes), `process` (images are refused) or `container` (every job needs an
+    image).
+    """
 
     def __init__(
         self,
         workdir: Path,
         *,
         files: Files | None = None,
+        containers: Runner | None = None,
+        mode: str = "auto",
         keep_workdirs: bool = False,
         kill_grace: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.workdir = workdir
         self.files = files
+        self.containers = containers
+        self.mode = mode
         self.keep_workdirs = keep_workdirs
         self.kill_grace = kill_grace
         self.clock = clock
+
+    def _refusal(self, attempt: Attempt) -> str | None:
+        image = attempt.spec.image
+        if image and (self.mode == "process" or self.containers is None):
+            return f"this worker runs no containers (--executor {self.mode}); the job needs {image}"
+        if not image and self.mode == "container":
+            return "this worker runs only jobs with an image (--executor container)"
+        return None
 
     async def run(
         self,
@@ -119,6 +152,9 @@ class ProcessExecutor:
         on_start: Callable[[float], None],
     ) -> Ended:
         """Run the attempt to its end, a timeout or a stop; output goes to `logs`."""
+        refusal = self._refusal(attempt)
+        if refusal is not None:
+            return self._error(refusal)
         cwd = self.workdir / f"job-{attempt.job_id}-{attempt.number}"
         shutil.rmtree(cwd, ignore_errors=True)
         cwd.mkdir(parents=True)
@@ -129,7 +165,10 @@ class ProcessExecutor:
                     await self.files.lay_out(spec.files, cwd)
                 except (O11nError, OSError) as exc:
                     return self._error(f"cannot lay out the job's files: {_text(exc)}")
-            ended = await self._run_in(cwd, attempt, logs, stop, on_start)
+            if spec.image and self.containers is not None:
+                ended = await self.containers.run_in(cwd, attempt, logs, stop, on_start)
+            else:
+                ended = await self._run_in(cwd, attempt, logs, stop, on_start)
             if ended.succeeded and spec.outputs and self.files is not None:
                 try:
                     outputs = await self.files.store(cwd, list(spec.outputs))

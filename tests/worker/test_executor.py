@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from o11n.core.jobs import JobSpec
-from o11n.worker.executor import Attempt, Ended, ProcessExecutor
+from o11n.worker.executor import Attempt, Ended, Executor
 
 
 class Captured:
@@ -41,7 +41,7 @@ async def run(
 ) -> tuple[Ended, Captured]:
     out = Captured()
     starts: list[float] = []
-    executor = ProcessExecutor(tmp_path / "work", kill_grace=grace, keep_workdirs=keep)
+    executor = Executor(tmp_path / "work", kill_grace=grace, keep_workdirs=keep)
     ended = await executor.run(job, out, stop or asyncio.Event(), on_start=starts.append)
     assert len(starts) == (0 if ended.kind == "error" else 1)
     return ended, out

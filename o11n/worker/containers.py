@@ -1,0 +1,477 @@
+"""The container runner: an attempt in its own image, through the Docker Engine API.
+
+It works the same against Docker and against podman's Docker-compatible socket
+(`DOCKER_HOST`). The image is looked up first and pulled only when missing;
+the worker bounds a pull by its own deadline (the SDK's timeout does not), one
+pull of an image serves every job that waits for it, and a failed pull ends
+the job as `error` with the registry's own message, read from the pull
+stream. The attempt's work directory is bind-mounted at the same path and is
+the working directory. CPU and memory requests become limits, pids are
+limited, the network is off unless the job asks for it, nothing is
+privileged, and the root file system is read-only with a writable `/tmp`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import fnmatch
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+from docker.utils import kwargs_from_env
+from docker.utils.socket import STDERR, frames_iter
+
+from o11n.worker.executor import Attempt, Ended, Output, command_parts, job_env
+
+log = logging.getLogger(__name__)
+PIDS_LIMIT = 4096
+DOCKER_SOCKET = "/var/run/docker.sock"
+PODMAN_SOCKET = "/run/podman/podman.sock"
+READ_SIZE = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    """How a worker runs containers."""
+
+    docker_host: str | None = None  # default: $DOCKER_HOST, else the SDK's default
+    allow_images: tuple[str, ...] = ("*",)
+    pull_timeout: float = 300.0
+    kill_grace: float = 10.0
+    reuse: bool = True  # warm containers, one exec per attempt
+    warm_per_key: int = 4  # kept per (image, limits, network)
+    idle_timeout: float = 300.0
+    discard_failed: bool = False  # a non-zero exit may have dirtied its container
+
+
+WarmKey = tuple[str, float, int, bool, str]  # image, cpu, memory, network, mount root
+EXIT_WRAPPER = ["/bin/sh", "-c", 'exit_file=$1; shift; "$@"; echo $? > "$exit_file"', "o11n"]
+IDLE_COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait; done"]
+
+
+@dataclass
+class Warm:
+    """A running container kept for the next attempt with the same key."""
+
+    container: Container
+    key: WarmKey
+    last_used: float
+
+
+class PullFailed(Exception):
+    """An image could not be pulled; the message is the registry's."""
+
+
+def image_name(image: str) -> str:
+    """The image as the engine names it: a `docker://` prefix is stripped."""
+    return image.removeprefix("docker://")
+
+
+class ContainerRunner:
+    """Runs attempts in containers, one container per attempt."""
+
+    def __init__(self, config: ContainerConfig, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self._client: docker.DockerClient | None = None
+        self._pulls: dict[str, asyncio.Future[None]] = {}
+        self.warm: dict[WarmKey, list[Warm]] = {}
+        self._threads = concurrent.futures.ThreadPoolExecutor(32, "o11n-containers")
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            base = self._base()
+            self._client = docker.DockerClient(base_url=base) if base else docker.from_env()
+        return self._client
+
+    def _base(self) -> str | None:
+        """The engine: --docker-host, $DOCKER_HOST, Docker's socket, else podman's."""
+        base = self.config.docker_host or os.environ.get("DOCKER_HOST")
+        if base is None and not Path(DOCKER_SOCKET).exists() and Path(PODMAN_SOCKET).exists():
+            return f"unix://{PODMAN_SOCKET}"
+        return base
+
+    def allowed(self, image: str) -> bool:
+        """Does the worker's allow-list admit this image?"""
+        return any(fnmatch.fnmatchcase(image, p) for p in self.config.allow_images)
+
+    async def run_in(
+        self,
+        cwd: Path,
+        attempt: Attempt,
+        logs: Output,
+        stop: asyncio.Event,
+        on_start: Callable[[float], None],
+    ) -> Ended:
+        """Run the attempt in its image, in `cwd`; as the process executor reports."""
+        assert attempt.spec.image is not None
+        image = image_name(attempt.spec.image)
+        if not self.allowed(image):
+            allowed = ", ".join(self.config.allow_images)
+            return self._error(f"image {image} is not allowed on this worker (allowed: {allowed})")
+        try:
+            await self.ensure_image(image)
+        except PullFailed as exc:
+            return self._error(f"cannot pull {image}: {exc}")
+        except docker.errors.DockerException as exc:
+            return self._error(f"the container engine failed: {exc}")
+        if self.config.reuse:
+            return await self._run_warm(image, cwd, attempt, logs, stop, on_start)
+        try:
+            container = await self._call(self._create, image, cwd, attempt)
+        except docker.errors.DockerException as exc:
+            return self._error(f"cannot create a container of {image}: {_explain(exc)}")
+        try:
+            return await self._run(container, attempt, logs, stop, on_start)
+        finally:
+            with contextlib.suppress(docker.errors.DockerException):
+                await self._call(container.remove, force=True)
+
+    async def ensure_image(self, image: str) -> None:
+        """Pull the image unless the engine has it; one pull serves all who wait for it."""
+        try:
+            await self._call(self.client.images.get, image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        pull = self._pulls.get(image)
+        if pull is None:
+            pull = asyncio.ensure_future(self._pull(image))
+            self._pulls[image] = pull
+            pull.add_done_callback(lambda _f: self._pulls.pop(image, None))
+        await asyncio.shield(pull)
+
+    async def _pull(self, image: str) -> None:
+        """Pull within the deadline, reading the stream for the registry's errors. The
+        pull's own connection has a read timeout of the deadline too, so an abandoned
+        pull's thread ends."""
+        try:
+            await asyncio.wait_for(self._call(self._pull_stream, image), self.config.pull_timeout)
+        except TimeoutError:
+            raise PullFailed(f"no answer within {self.config.pull_timeout:g}s") from None
+        except docker.errors.APIError as exc:
+            raise PullFailed(_explain(exc)) from None
+
+    def _pull_stream(self, image: str) -> None:
+        last = image.rsplit("/", 1)[-1]
+        repository, tag = image.rsplit(":", 1) if ":" in last else (image, "latest")
+        api = self._api(timeout=self.config.pull_timeout)
+        try:  # not streamed: the SDK would leave a streamed response's socket open
+            text = api.pull(repository, tag=tag)
+        except (OSError, ValueError) as exc:  # the read timed out, or the stream broke
+            raise PullFailed(str(exc)) from None
+        finally:
+            api.close()
+        for line in text.splitlines():
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict) and "error" in event:
+                    raise PullFailed(str(event["error"]).strip())
+        try:
+            self.client.images.get(image)
+        except docker.errors.ImageNotFound:
+            raise PullFailed("the pull ended without the image") from None
+
+    def _api(self, timeout: float) -> docker.APIClient:
+        base = self._base()
+        if base:
+            return docker.APIClient(base_url=base, timeout=int(timeout) or 1)
+        return docker.APIClient(timeout=int(timeout) or 1, **kwargs_from_env())
+
+    def _create(
+        self,
+        image: str,
+        cwd: Path,
+        attempt: Attempt,
+        command: list[str] | None = None,
+        mount: Path | None = None,
+    ) -> Container:
+        spec = attempt.spec
+        root = mount or cwd
+        options: dict[str, Any] = {
+            "command": command or command_parts(spec.command),
+            "environment": {} if command else _env(attempt),
+            "working_dir": str(root if command else cwd),
+            "volumes": {str(root): {"bind": str(root), "mode": "rw"}},
+            "user": f"{os.getuid()}:{os.getgid()}",
+            "network_mode": "bridge" if spec.network else "none",
+            "pids_limit": PIDS_LIMIT,
+            "read_only": True,
+            "tmpfs": {"/tmp": "rw,size=256m"},
+            "privileged": False,
+            "nano_cpus": int(spec.resources.cpu * 1e9) if spec.resources.cpu else None,
+            "labels": {"o11n.job": str(attempt.job_id), "o11n.worker": attempt.worker},
+            "detach": True,
+        }
+        if spec.resources.memory:
+            options["mem_limit"] = spec.resources.memory
+            options["memswap_limit"] = spec.resources.memory
+        return self.client.containers.create(image, **options)
+
+    async def _run(
+        self,
+        container: Container,
+        attempt: Attempt,
+        logs: Output,
+        stop: asyncio.Event,
+        on_start: Callable[[float], None],
+    ) -> Ended:
+        try:
+            await self._call(container.start)
+        except docker.errors.DockerException as exc:
+            return self._error(f"cannot start the container: {_explain(exc)}")
+        started_at = self.clock()
+        on_start(started_at)
+        loop = asyncio.get_running_loop()
+        readers = [
+            loop.run_in_executor(self._threads, self._copy, container, name, logs, loop)
+            for name in ("stdout", "stderr")
+        ]
+        waited = asyncio.ensure_future(self._call(container.wait))
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            done, _ = await asyncio.wait(
+                [waited, stopped], timeout=attempt.spec.timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stopped.cancel()
+        kind = reason = None
+        if waited not in done:
+            kind, reason = (
+                ("lost", "stopped by the worker")
+                if stopped in done
+                else ("timeout", f"timed out after {attempt.spec.timeout:g}s")
+            )
+            with contextlib.suppress(docker.errors.DockerException):
+                await self._call(container.stop, timeout=int(self.config.kill_grace))
+        status = await waited
+        await asyncio.gather(*readers, return_exceptions=True)
+        code = int(status.get("StatusCode", -1))
+        state = (await self._call(self.client.api.inspect_container, container.id))["State"]
+        if state.get("OOMKilled") and kind is None:
+            limit = attempt.spec.resources.memory
+            kind, reason = "failure", f"out of memory: killed at its {limit}-byte limit"
+        signal_number = code - 128 if code > 128 else None
+        return Ended(code, signal_number, kind, reason, started_at, self.clock())
+
+    def _copy(
+        self, container: Container, name: str, logs: Output, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """Follow one stream of the container's log into the attempt's log (a thread)."""
+        chunks: Iterator[bytes] = container.logs(
+            stdout=name == "stdout", stderr=name == "stderr", stream=True, follow=True
+        )
+        for chunk in chunks:
+            asyncio.run_coroutine_threadsafe(logs.write(name, chunk), loop).result()
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, lambda: fn(*args, **kwargs))
+
+    def _error(self, reason: str) -> Ended:
+        return Ended(None, None, "error", reason, None, self.clock())
+
+    # -- warm containers ---------------------------------------------------------
+
+    async def _run_warm(
+        self,
+        image: str,
+        cwd: Path,
+        attempt: Attempt,
+        logs: Output,
+        stop: asyncio.Event,
+        on_start: Callable[[float], None],
+    ) -> Ended:
+        """Run the attempt with `exec` in a warm container whose mount holds its folder."""
+        res = attempt.spec.resources
+        key: WarmKey = (image, res.cpu, res.memory, attempt.spec.network, str(cwd.parent))
+        try:
+            warm = self._take(key) or Warm(
+                await self._call(self._start_idle, image, cwd, attempt), key, self.clock()
+            )
+        except docker.errors.DockerException as exc:
+            return self._error(f"cannot start a container of {image}: {_explain(exc)}")
+        ended, clean = await self._exec(warm, cwd, attempt, logs, stop, on_start)
+        if clean:
+            self._give_back(warm)
+        else:
+            await self._discard(warm)
+        return ended
+
+    def _start_idle(self, image: str, cwd: Path, attempt: Attempt) -> Container:
+        container = self._create(image, cwd, attempt, command=IDLE_COMMAND, mount=cwd.parent)
+        container.start()
+        return container
+
+    def _take(self, key: WarmKey) -> Warm | None:
+        self._expire()
+        pool = self.warm.get(key)
+        if not pool:
+            return None
+        warm = pool.pop()  # the most recently used
+        if not pool:
+            del self.warm[key]
+        return warm
+
+    def _give_back(self, warm: Warm) -> None:
+        warm.last_used = self.clock()
+        pool = self.warm.setdefault(warm.key, [])
+        pool.append(warm)
+        while len(pool) > self.config.warm_per_key:
+            self._drop(pool.pop(0))  # the least recently used
+        self._expire()
+
+    def _expire(self) -> None:
+        limit = self.clock() - self.config.idle_timeout
+        for key, pool in list(self.warm.items()):
+            for warm in [w for w in pool if w.last_used < limit]:
+                pool.remove(warm)
+                self._drop(warm)
+            if not pool:
+                del self.warm[key]
+
+    def _drop(self, warm: Warm) -> None:
+        self._threads.submit(self._remove, warm.container)
+
+    async def _discard(self, warm: Warm) -> None:
+        await self._call(self._remove, warm.container)
+
+    @staticmethod
+    def _remove(container: Container) -> None:
+        with contextlib.suppress(docker.errors.DockerException):
+            container.remove(force=True)
+
+    async def _exec(
+        self,
+        warm: Warm,
+        cwd: Path,
+        attempt: Attempt,
+        logs: Output,
+        stop: asyncio.Event,
+        on_start: Callable[[float], None],
+    ) -> tuple[Ended, bool]:
+        """The attempt as an exec; whether its container is still clean afterwards."""
+        api = self.client.api
+        user = f"{os.getuid()}:{os.getgid()}"
+        status = cwd.parent / f".o11n-exit-{cwd.name}"  # podman may forget an ended exec
+        status.unlink(missing_ok=True)
+        try:
+            made = await self._call(
+                api.exec_create,
+                warm.container.id,
+                [*EXIT_WRAPPER, str(status), *command_parts(attempt.spec.command)],
+                environment=_env(attempt),
+                workdir=str(cwd),
+                user=user,
+            )
+        except docker.errors.DockerException as exc:
+            return self._error(f"cannot run in the container: {_explain(exc)}"), False
+        exec_id = made["Id"]
+        loop = asyncio.get_running_loop()
+        copied: asyncio.Future[Any] = loop.run_in_executor(
+            self._threads, self._copy_exec, exec_id, logs, loop
+        )
+        started_at = self.clock()
+        on_start(started_at)
+        stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        try:
+            done, _ = await asyncio.wait(
+                [copied, stopped], timeout=attempt.spec.timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stopped.cancel()
+        if copied not in done:
+            kind, reason = (
+                ("lost", "stopped by the worker")
+                if stopped in done
+                else ("timeout", f"timed out after {attempt.spec.timeout:g}s")
+            )
+            await self._kill_exec(exec_id, copied)
+            status.unlink(missing_ok=True)
+            return Ended(None, None, kind, reason, started_at, self.clock()), False
+        with contextlib.suppress(Exception):
+            await copied
+        try:
+            code = int(status.read_text().strip())
+        except (OSError, ValueError):
+            return self._error("the container ended the command without an exit status"), False
+        finally:
+            status.unlink(missing_ok=True)
+        if code == 137:  # SIGKILL from inside: the memory limit, most likely
+            reason = "killed (SIGKILL): out of memory at its limit, most likely"
+            return Ended(code, 9, "failure", reason, started_at, self.clock()), False
+        clean = code == 0 or not self.config.discard_failed
+        signal_number = code - 128 if code > 128 else None
+        return Ended(code, signal_number, None, None, started_at, self.clock()), clean
+
+    def _copy_exec(self, exec_id: str, logs: Output, loop: asyncio.AbstractEventLoop) -> None:
+        """Follow an exec's output, stdout and stderr apart, into the log (a thread). The
+        raw socket is read (and closed) here: the SDK's stream would leave it open."""
+        sock = self.client.api.exec_start(exec_id, socket=True)
+        try:
+            for stream, chunk in frames_iter(sock, tty=False):  # type: ignore[no-untyped-call]
+                name = "stderr" if stream == STDERR else "stdout"
+                asyncio.run_coroutine_threadsafe(logs.write(name, chunk), loop).result()
+        finally:
+            response = getattr(sock, "_response", None)  # it holds the socket's file
+            if response is not None:
+                response.close()
+            sock.close()
+            raw = getattr(sock, "_sock", None)
+            if raw is not None:
+                raw.close()
+
+    async def _kill_exec(self, exec_id: str, copied: asyncio.Future[Any]) -> None:
+        """SIGTERM the exec's host process, SIGKILL after the grace (the API cannot)."""
+        try:
+            info = await self._call(self.client.api.exec_inspect, exec_id)
+        except docker.errors.NotFound:
+            return  # it ended meanwhile
+        pid = int(info.get("Pid") or 0)
+        if pid <= 0:
+            return
+        for sig, wait in ((signal.SIGTERM, self.config.kill_grace), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+            try:
+                await asyncio.wait_for(asyncio.shield(copied), wait)
+                return
+            except TimeoutError:
+                continue
+            except Exception:
+                return
+
+    def close(self) -> None:
+        """Remove the warm containers; release the engine connection and threads."""
+        for pool in self.warm.values():
+            for warm in pool:
+                self._remove(warm.container)
+        self.warm.clear()
+        if self._client is not None:
+            self._client.close()
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _env(attempt: Attempt) -> dict[str, str]:
+    """The job's env and O11N_* (not the worker's own environment)."""
+    spec = attempt.spec
+    return {k: v for k, v in job_env(attempt).items() if k in spec.env or k.startswith("O11N_")}
+
+
+def _explain(exc: docker.errors.DockerException) -> str:
+    if isinstance(exc, docker.errors.APIError):
+        return str(exc.explanation or exc)
+    return str(exc)

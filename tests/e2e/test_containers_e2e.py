@@ -1,0 +1,106 @@
+"""Container jobs through a real scheduler and worker: o11n submit --image, and a pipeline
+whose substages use two different images."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from o11n.client import Client
+from tests.containers_env import BUSYBOX, BUSYBOX2
+from tests.e2e.conftest import StartServer, StartWorker
+from tests.e2e.jobs import log_text
+from tests.e2e.test_pipelines import finished, job_ids, start, states
+from tests.servers import free_port, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_submit_image_wait_against_o11n_up(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("O11N_")}
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "o11n",
+            "up",
+            "--workers",
+            "1",
+            "--port",
+            str(port),
+            "--data",
+            str(tmp_path / "data"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        token_file = tmp_path / "data" / "admin-token"
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            if not token_file.exists():
+                return False
+            with Client(url, token_file.read_text().strip(), retries=0) as client:
+                try:
+                    return bool(client.workers())
+                except Exception:
+                    return False
+
+        wait_for(ready, 60, "o11n up never got ready")
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "o11n",
+                "submit",
+                "--image",
+                BUSYBOX,
+                "--wait",
+                "--",
+                "sh",
+                "-c",
+                "cat /proc/self/cgroup; echo ok",
+            ],
+            env={**env, "O11N_SERVER": url, "O11N_TOKEN": token_file.read_text().strip()},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[-1] == "ok"
+        assert "/libpod_parent/libpod-" in done.stdout  # it ran in a podman container
+    finally:
+        up.terminate()
+        up.wait(30)
+
+
+def test_a_pipeline_with_two_images(start_server: StartServer, start_worker: StartWorker) -> None:
+    server = start_server()
+    start_worker(server, "w1", cpus=2)
+    text = f"""
+name: images
+stages:
+  - name: build
+    substages:
+      - name: one
+        image: {BUSYBOX}
+        run: echo "image $(cat /etc/o11n-image 2>/dev/null || echo 1)" > which.txt; cat which.txt
+        artifacts: [which.txt]
+  - name: test
+    substages:
+      - name: two
+        image: docker://{BUSYBOX2}
+        run: echo "image $(cat /etc/o11n-image) after $(cat which.txt)"
+"""
+    with Client(server.url, server.token) as client:
+        record = finished(client, start(client, text), timeout=120)
+        assert record["state"] == "succeeded", states(record)
+        one = log_text(client, job_ids(record, "one")[0])
+        two = log_text(client, job_ids(record, "two")[0])
+    assert one.strip() == "image 1"
+    assert two.strip() == "image 2 after image 1"

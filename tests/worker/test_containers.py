@@ -1,0 +1,178 @@
+"""The container runner against real podman (Docker API) and a real local registry."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from o11n.core.jobs import JobSpec
+from o11n.worker.containers import ContainerConfig, ContainerRunner
+from o11n.worker.executor import Attempt, Ended, Executor
+from tests.containers_env import BUSYBOX, BUSYBOX2, SOCKET, hanging_registry, remove_local
+from tests.worker.test_executor import Captured
+
+ENGINE = f"unix://{SOCKET}"
+
+
+@pytest.fixture(params=[True, False], ids=["reuse", "fresh"])
+def runner(request: pytest.FixtureRequest) -> Iterator[ContainerRunner]:
+    """Both modes: warm containers with one exec per attempt, and one container each."""
+    config = ContainerConfig(docker_host=ENGINE, pull_timeout=20, kill_grace=1)
+    made = ContainerRunner(dataclasses.replace(config, reuse=request.param))
+    yield made
+    made.close()
+
+
+def attempt(command: list[str] | str, image: str = BUSYBOX, **fields: object) -> Attempt:
+    spec = JobSpec.model_validate({"command": command, "image": image, **fields})
+    return Attempt(7, 1, "w1", spec)
+
+
+async def run(
+    tmp_path: Path,
+    runner: ContainerRunner,
+    job: Attempt,
+    stop: asyncio.Event | None = None,
+    mode: str = "auto",
+) -> tuple[Ended, Captured]:
+    out = Captured()
+    executor = Executor(tmp_path / "work", containers=runner, mode=mode, kill_grace=1)
+    ended = await executor.run(job, out, stop or asyncio.Event(), on_start=lambda _at: None)
+    return ended, out
+
+
+async def test_pull_on_miss_then_exit_code_and_separate_streams(
+    tmp_path: Path, runner: ContainerRunner
+) -> None:
+    remove_local(BUSYBOX)
+    ended, out = await run(tmp_path, runner, attempt("echo out; echo err >&2; exit 3"))
+    assert (ended.exit_code, ended.kind) == (3, None), ended
+    assert out.text() == "out\n" and out.text("stderr") == "err\n"
+    assert ended.started_at is not None and ended.ended_at >= ended.started_at
+
+
+async def test_the_image_named_is_the_image_used(tmp_path: Path, runner: ContainerRunner) -> None:
+    _, first = await run(tmp_path, runner, attempt("cat /etc/o11n-image || echo 1"))
+    _, second = await run(tmp_path, runner, attempt("cat /etc/o11n-image", f"docker://{BUSYBOX2}"))
+    assert first.text().strip() != second.text().strip() and second.text().strip() == "2"
+
+
+async def test_a_missing_image_is_an_error_with_the_registry_s_message(
+    tmp_path: Path, runner: ContainerRunner
+) -> None:
+    ended, _ = await run(tmp_path, runner, attempt("true", "127.0.0.1:5000/o11n/none:1"))
+    assert ended.kind == "error" and "cannot pull 127.0.0.1:5000/o11n/none:1" in (
+        ended.reason or ""
+    )
+    assert (
+        "manifest unknown" in (ended.reason or "").lower()
+        or "not found" in (ended.reason or "").lower()
+    )
+
+
+async def test_a_pull_past_its_deadline_is_an_error(tmp_path: Path) -> None:
+    config = ContainerConfig(docker_host=ENGINE, pull_timeout=2, kill_grace=1)
+    runner = ContainerRunner(config)
+    try:
+        with hanging_registry() as address:
+            began = time.monotonic()
+            ended, _ = await run(tmp_path, runner, attempt("true", f"{address}/o11n/hang:1"))
+            took = time.monotonic() - began
+    finally:
+        runner.close()
+    assert ended.kind == "error" and "no answer within 2s" in (ended.reason or ""), ended
+    assert took < 15
+
+
+async def test_images_off_the_allow_list_are_refused(tmp_path: Path) -> None:
+    runner = ContainerRunner(ContainerConfig(docker_host=ENGINE, allow_images=("docker.io/*",)))
+    try:
+        ended, _ = await run(tmp_path, runner, attempt("true"))
+    finally:
+        runner.close()
+    assert ended.kind == "error" and "not allowed on this worker" in (ended.reason or "")
+
+
+async def test_limits_and_isolation_hold_inside(tmp_path: Path, runner: ContainerRunner) -> None:
+    script = (
+        "cat /sys/fs/cgroup/memory.max 2>/dev/null"
+        " || cat /sys/fs/cgroup/memory/memory.limit_in_bytes\n"
+        "ls /sys/class/net\n"
+        "if touch /root-is-writable 2>/dev/null; then echo rw; else echo ro; fi\n"
+        "touch /tmp/ok && echo tmp-ok\n"
+        "echo made > here.txt && cat here.txt\n"
+    )
+    ended, out = await run(tmp_path, runner, attempt(script, resources={"memory": "64M"}))
+    assert ended.exit_code == 0, out.text("stderr")
+    lines = out.text().split()
+    assert lines[0] == str(64 * 2**20)
+    assert "eth0" not in lines and "lo" in lines  # no network unless asked for
+    assert "ro" in lines and "tmp-ok" in lines and "made" in lines
+
+
+async def test_an_out_of_memory_kill_is_reported(tmp_path: Path, runner: ContainerRunner) -> None:
+    hog = "dd if=/dev/zero bs=1M count=256 | cat > /tmp/hog; head -c 200m /dev/zero | tail"
+    ended, _ = await run(tmp_path, runner, attempt(hog, resources={"memory": "16M"}))
+    assert ended.exit_code == 137 and "out of memory" in (ended.reason or ""), ended
+
+
+async def test_timeout_and_cancel_end_within_two_seconds(
+    tmp_path: Path, runner: ContainerRunner
+) -> None:
+    began = time.monotonic()
+    ended, _ = await run(tmp_path, runner, attempt("sleep 60", timeout=1))
+    assert ended.kind == "timeout" and time.monotonic() - began < 1 + 2 + 2
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(1.0, stop.set)
+    began = time.monotonic()
+    ended, _ = await run(tmp_path, runner, attempt("sleep 60"), stop=stop)
+    assert ended.kind == "lost" and time.monotonic() - began < 1 + 2 + 2
+
+
+async def test_process_workers_refuse_images_and_container_workers_need_one(
+    tmp_path: Path, runner: ContainerRunner
+) -> None:
+    ended, _ = await run(tmp_path, runner, attempt("true"), mode="process")
+    assert ended.kind == "error" and "runs no containers" in (ended.reason or "")
+    plain = Attempt(7, 1, "w1", JobSpec.model_validate({"command": "true"}))
+    ended, _ = await run(tmp_path, runner, plain, mode="container")
+    assert ended.kind == "error" and "only jobs with an image" in (ended.reason or "")
+
+
+async def test_warm_containers_are_reused_bounded_and_expire(tmp_path: Path) -> None:
+    clock = [1000.0]
+    config = ContainerConfig(docker_host=ENGINE, warm_per_key=1, idle_timeout=60, kill_grace=1)
+    runner = ContainerRunner(config, clock=lambda: clock[0])
+    try:
+        _, first = await run(tmp_path, runner, attempt("hostname"))
+        _, second = await run(tmp_path, runner, attempt("hostname"))
+        assert first.text() == second.text()  # the same warm container
+        (pool,) = runner.warm.values()
+        assert len(pool) == 1
+        await asyncio.gather(*(run(tmp_path, runner, attempt("sleep 1")) for _ in range(3)))
+        assert [len(p) for p in runner.warm.values()] == [1]  # at most warm_per_key kept
+        clock[0] += 61
+        runner._expire()
+        assert runner.warm == {}  # idle past the time-out: removed
+    finally:
+        runner.close()
+
+
+async def test_a_dirtied_container_is_discarded(tmp_path: Path) -> None:
+    config = ContainerConfig(docker_host=ENGINE, discard_failed=True, kill_grace=1)
+    runner = ContainerRunner(config)
+    try:
+        _, first = await run(tmp_path, runner, attempt("hostname"))
+        ended, _ = await run(tmp_path, runner, attempt("exit 4"))
+        assert ended.exit_code == 4 and runner.warm == {}  # a failure: not given back
+        _, again = await run(tmp_path, runner, attempt("hostname"))
+        assert again.text() != first.text()
+        ended, _ = await run(tmp_path, runner, attempt("sleep 30", timeout=1))
+        assert ended.kind == "timeout" and runner.warm == {}  # killed: discarded
+    finally:
+        runner.close()
