@@ -68,7 +68,10 @@ def split_image(image: str) -> tuple[str, str]:
 
 
 def remove_local(image: str, client: docker.DockerClient | None = None) -> None:
-    """Remove the image from podman's local store (if there), so that the next use pulls."""
+    """Remove the image from podman's local store (if there), so that the next use pulls.
+
+    Forced: podman also removes every container of that image, running ones included.
+    """
     own = client is None
     engine = docker_client() if client is None else client
     try:

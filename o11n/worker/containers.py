@@ -33,7 +33,14 @@ from docker.models.containers import Container
 from docker.utils import kwargs_from_env
 from docker.utils.socket import STDERR, frames_iter
 
-from o11n.worker.executor import Attempt, Ended, Output, command_parts, job_env
+from o11n.worker.executor import (
+    Attempt,
+    Ended,
+    Output,
+    command_parts,
+    job_env,
+    wait_or_stop,
+)
 
 log = logging.getLogger(__name__)
 PIDS_LIMIT = 4096
@@ -241,20 +248,8 @@ class ContainerRunner:
             for name in ("stdout", "stderr")
         ]
         waited = asyncio.ensure_future(self._call(container.wait))
-        stopped = asyncio.ensure_future(stop.wait())
-        try:
-            done, _ = await asyncio.wait(
-                [waited, stopped], timeout=attempt.spec.timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            stopped.cancel()
-        kind = reason = None
-        if waited not in done:
-            kind, reason = (
-                ("lost", "stopped by the worker")
-                if stopped in done
-                else ("timeout", f"timed out after {attempt.spec.timeout:g}s")
-            )
+        kind, reason = await wait_or_stop(waited, stop, attempt.spec.timeout)
+        if kind is not None:
             with contextlib.suppress(docker.errors.DockerException):
                 await self._call(container.stop, timeout=int(self.config.kill_grace))
         status = await waited
@@ -386,19 +381,8 @@ class ContainerRunner:
         )
         started_at = self.clock()
         on_start(started_at)
-        stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
-        try:
-            done, _ = await asyncio.wait(
-                [copied, stopped], timeout=attempt.spec.timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            stopped.cancel()
-        if copied not in done:
-            kind, reason = (
-                ("lost", "stopped by the worker")
-                if stopped in done
-                else ("timeout", f"timed out after {attempt.spec.timeout:g}s")
-            )
+        kind, reason = await wait_or_stop(copied, stop, attempt.spec.timeout)
+        if kind is not None:
             await self._kill_exec(exec_id, copied)
             status.unlink(missing_ok=True)
             return Ended(None, None, kind, reason, started_at, self.clock()), False
@@ -406,8 +390,8 @@ class ContainerRunner:
             await copied
         try:
             code = int(status.read_text().strip())
-        except (OSError, ValueError):
-            return self._error("the container ended the command without an exit status"), False
+        except (OSError, ValueError):  # the container itself died under the command
+            return await self._died(warm, started_at), False
         finally:
             status.unlink(missing_ok=True)
         if code == 137:  # SIGKILL from inside: the memory limit, most likely
@@ -416,6 +400,17 @@ class ContainerRunner:
         clean = code == 0 or not self.config.discard_failed
         signal_number = code - 128 if code > 128 else None
         return Ended(code, signal_number, None, None, started_at, self.clock()), clean
+
+    async def _died(self, warm: Warm, started_at: float) -> Ended:
+        """How an attempt ended whose container died before the command did."""
+        try:
+            info = await self._call(self.client.api.inspect_container, warm.container.id)
+        except docker.errors.DockerException:
+            info = {}
+        if info.get("State", {}).get("OOMKilled"):
+            reason = "out of memory: the container was killed at its memory limit"
+            return Ended(137, 9, "failure", reason, started_at, self.clock())
+        return self._error("the container ended before the command did")
 
     def _copy_exec(self, exec_id: str, logs: Output, loop: asyncio.AbstractEventLoop) -> None:
         """Follow an exec's output, stdout and stderr apart, into the log (a thread). The

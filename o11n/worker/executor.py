@@ -232,21 +232,9 @@ class Executor:
         timeout: float,
         stop: asyncio.Event,
     ) -> tuple[str | None, str | None]:
-        stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
-        try:
-            done, _ = await asyncio.wait(
-                [exited, stopped], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            stopped.cancel()
-        if exited in done:
-            return None, None
-        kind, reason = (
-            ("lost", "stopped by the worker")
-            if stopped in done
-            else ("timeout", f"timed out after {timeout:g}s")
-        )
-        await self._terminate(proc, exited)
+        kind, reason = await wait_or_stop(exited, stop, timeout)
+        if kind is not None:
+            await self._terminate(proc, exited)
         return kind, reason
 
     async def _terminate(
@@ -258,6 +246,25 @@ class Executor:
         except TimeoutError:
             _kill_group(proc.pid, signal.SIGKILL)
             await exited
+
+
+async def wait_or_stop(
+    work: asyncio.Future[Any], stop: asyncio.Event, timeout: float
+) -> tuple[str | None, str | None]:
+    """Wait for `work` to end; (None, None) when it did, else (kind, reason) of why it
+    must be stopped: `lost` when the worker stops it, `timeout` past `timeout` seconds."""
+    stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait(
+            [work, stopped], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        stopped.cancel()
+    if work in done:
+        return None, None
+    if stopped in done:
+        return "lost", "stopped by the worker"
+    return "timeout", f"timed out after {timeout:g}s"
 
 
 class _Watched(asyncio.subprocess.SubprocessStreamProtocol):

@@ -176,3 +176,23 @@ async def test_a_dirtied_container_is_discarded(tmp_path: Path) -> None:
         assert ended.kind == "timeout" and runner.warm == {}  # killed: discarded
     finally:
         runner.close()
+
+
+async def test_concurrent_pulls_of_one_image_are_one_pull(tmp_path: Path) -> None:
+    runner = ContainerRunner(ContainerConfig(docker_host=ENGINE, pull_timeout=30))
+    pulls: list[str] = []
+    real = runner._pull_stream
+
+    def counted(image: str) -> None:
+        pulls.append(image)
+        real(image)
+
+    runner._pull_stream = counted  # type: ignore[method-assign]
+    try:
+        remove_local(BUSYBOX2)
+        await asyncio.gather(*(runner.ensure_image(BUSYBOX2) for _ in range(4)))
+        assert pulls == [BUSYBOX2]
+        await runner.ensure_image(BUSYBOX2)  # present now: looked up, not pulled
+        assert pulls == [BUSYBOX2]
+    finally:
+        runner.close()
