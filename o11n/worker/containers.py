@@ -17,10 +17,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import fnmatch
-import json
 import logging
 import os
 import signal
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -162,41 +163,49 @@ class ContainerRunner:
         await asyncio.shield(pull)
 
     async def _pull(self, image: str) -> None:
-        """Pull within the deadline, reading the stream for the registry's errors. The
-        pull's own connection has a read timeout of the deadline too, so an abandoned
-        pull's thread ends."""
+        """Pull within the worker's deadline, reading the stream for the registry's errors."""
         try:
-            await asyncio.wait_for(self._call(self._pull_stream, image), self.config.pull_timeout)
-        except TimeoutError:
-            raise PullFailed(f"no answer within {self.config.pull_timeout:g}s") from None
+            await self._call(self._pull_stream, image)
         except docker.errors.APIError as exc:
             raise PullFailed(_explain(exc)) from None
 
     def _pull_stream(self, image: str) -> None:
+        """The pull, on a connection of its own (a thread). The SDK puts no timeout on a
+        pull, and closing its response from another thread blocks: at the deadline a
+        timer shuts the socket down, which ends the read at once and makes the engine
+        give the pull up."""
         last = image.rsplit("/", 1)[-1]
         repository, tag = image.rsplit(":", 1) if ":" in last else (image, "latest")
-        api = self._api(timeout=self.config.pull_timeout)
-        try:  # not streamed: the SDK would leave a streamed response's socket open
-            text = api.pull(repository, tag=tag)
-        except (OSError, ValueError) as exc:  # the read timed out, or the stream broke
+        api = self._api()
+        deadline = _Deadline()
+        api.hooks["response"].append(deadline.watch)
+        timer = threading.Timer(self.config.pull_timeout, deadline.expire)
+        timer.start()
+        try:
+            for event in api.pull(repository, tag=tag, stream=True, decode=True):
+                if isinstance(event, dict) and "error" in event:
+                    detail = event.get("errorDetail") or {}
+                    raise PullFailed(str(detail.get("message") or event["error"]).strip())
+        except PullFailed:
+            raise
+        except Exception as exc:  # the stream broke: the deadline, or the engine
+            if deadline.expired.is_set():
+                raise PullFailed(f"no answer within {self.config.pull_timeout:g}s") from None
             raise PullFailed(str(exc)) from None
         finally:
+            timer.cancel()
+            deadline.close()
             api.close()
-        for line in text.splitlines():
-            with contextlib.suppress(ValueError):
-                event = json.loads(line)
-                if isinstance(event, dict) and "error" in event:
-                    raise PullFailed(str(event["error"]).strip())
+        if deadline.expired.is_set():
+            raise PullFailed(f"no answer within {self.config.pull_timeout:g}s")
         try:
             self.client.images.get(image)
         except docker.errors.ImageNotFound:
             raise PullFailed("the pull ended without the image") from None
 
-    def _api(self, timeout: float) -> docker.APIClient:
+    def _api(self) -> docker.APIClient:
         base = self._base()
-        if base:
-            return docker.APIClient(base_url=base, timeout=int(timeout) or 1)
-        return docker.APIClient(timeout=int(timeout) or 1, **kwargs_from_env())
+        return docker.APIClient(base_url=base) if base else docker.APIClient(**kwargs_from_env())
 
     def _create(
         self,
@@ -458,6 +467,41 @@ class ContainerRunner:
         if self._client is not None:
             self._client.close()
         self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+class _Deadline:
+    """Shuts down the sockets of a client's responses once it expires (from any thread)."""
+
+    def __init__(self) -> None:
+        self.expired = threading.Event()
+        self._responses: list[Any] = []
+        self._lock = threading.Lock()
+
+    def watch(self, response: Any, *_args: Any, **_kwargs: Any) -> Any:
+        """A requests response hook: keep the response, shut it if already expired."""
+        with self._lock:
+            self._responses.append(response)
+            if self.expired.is_set():
+                _shut(response)
+        return response
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired.set()
+            for response in self._responses:
+                _shut(response)
+
+    def close(self) -> None:
+        for response in self._responses:
+            with contextlib.suppress(Exception):
+                response.close()
+
+
+def _shut(response: Any) -> None:
+    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _env(attempt: Attempt) -> dict[str, str]:
