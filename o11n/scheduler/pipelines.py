@@ -64,6 +64,36 @@ class ActiveRun:
         return not self.row.options.get("no_cache")
 
 
+@dataclass(frozen=True)
+class StageInputs:
+    """What the substages of a stage start with: the workspace and earlier artifacts."""
+
+    workspace: str | None
+    files: trees.Tree
+    artifacts: trees.Tree
+    digest: str | None  # the merged tree, stored
+
+    def key(self, sub: dict[str, Any]) -> str:
+        """A substage's cache key: its command, env, image, declared artifacts, the
+        workspace files its cache.inputs name (the whole workspace when none), and the
+        artifacts it receives."""
+        declared = sub.get("cache_inputs") or []
+        parts = {
+            "v": 1,
+            "command": sub["command"],
+            "env": sub["env"],
+            "image": sub.get("image"),
+            "artifacts": sub.get("artifacts", []),
+            "inputs": (
+                {p: e.as_json() for p, e in sorted(trees.select(self.files, declared).items())}
+                if declared
+                else self.workspace
+            ),
+            "received": {p: e.as_json() for p, e in sorted(self.artifacts.items())},
+        }
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
 class PipelineRunner:
     """Starts pipelines, follows their jobs, and moves them on."""
 
@@ -208,15 +238,14 @@ class PipelineRunner:
 
     async def _prepare(self, active: ActiveRun, names: set[str]) -> None:
         """The input tree and cache key of substages about to start; those whose key
-        matches an earlier success are marked cached."""
+        matches an earlier success are marked cached. The substages of a stage share
+        their inputs: the trees are read and merged once."""
         received = [active.outputs.get(s.name) for st in active.run.stages for s in st.substages]
         workspace = active.row.options.get("workspace")
+        stage = await asyncio.to_thread(self._stage_inputs, workspace, [d for d in received if d])
         for name in sorted(names):
-            sub = active.specs[name]
-            inputs, key = await asyncio.to_thread(
-                self._inputs_and_key, workspace, [d for d in received if d], sub
-            )
-            active.inputs[name], active.keys[name] = inputs, key
+            key = stage.key(active.specs[name])
+            active.inputs[name], active.keys[name] = stage.digest, key
             if not active.caching or name in active.cached_from:
                 continue
             hit = await self.sched.db.read(self.store.cached, active.row.tenant, key)
@@ -225,32 +254,14 @@ class PipelineRunner:
                 active.outputs[name] = hit.outputs
                 active.run.cached(name)
 
-    def _inputs_and_key(
-        self, workspace: str | None, received: list[str], sub: dict[str, Any]
-    ) -> tuple[str | None, str]:
-        """A substage's input tree (stored) and its cache key (in a thread: reads trees)."""
+    def _stage_inputs(self, workspace: str | None, received: list[str]) -> StageInputs:
+        """The workspace and the artifacts received, as one stored tree (in a thread)."""
         ws = trees.from_bytes(self.cas.read(workspace)) if workspace else {}
         artifacts = trees.merge(trees.from_bytes(self.cas.read(d)) for d in received)
-        if not artifacts:
-            inputs = workspace
-        else:
-            inputs = self.cas.put(trees.to_bytes(trees.merge([ws, artifacts])))
-        declared = sub.get("cache_inputs") or []
-        key_parts = {
-            "v": 1,
-            "command": sub["command"],
-            "env": sub["env"],
-            "image": sub.get("image"),
-            "artifacts": sub.get("artifacts", []),
-            "inputs": (
-                {p: e.as_json() for p, e in sorted(trees.select(ws, declared).items())}
-                if declared
-                else workspace
-            ),
-            "received": {p: e.as_json() for p, e in sorted(artifacts.items())},
-        }
-        key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()
-        return inputs, key
+        digest = (
+            self.cas.put(trees.to_bytes(trees.merge([ws, artifacts]))) if artifacts else workspace
+        )
+        return StageInputs(workspace, ws, artifacts, digest)
 
     async def _submit(self, active: ActiveRun, ready: list[tuple[str, int]]) -> None:
         """Submit jobs for the ready copies; a copy that has a job already (found at start-up)

@@ -38,11 +38,27 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from o11n.scheduler.scrape import parse_distcc
+
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 LUA_PACKAGE = "lua5.4"
 
 _REMOTE_OK = re.compile(r"^distcc\[\d+\] compile \S+ on (\S+?) completed ok$", re.MULTILINE)
+
+
+# A distccd stats page as distccd 3.4 on Debian 12 writes it (trimmed).
+SAMPLE_STATS = """argv /distccd
+<distccstats>
+dcc_tcp_accept 12
+dcc_compile_ok 12
+dcc_longest_job lapi.c
+dcc_longest_job_time_msecs -1
+dcc_load1 1.67
+dcc_max_RSS_name (python)
+dcc_free_space 80971 MB
+</distccstats>
+"""
 
 
 def codename() -> str:
@@ -223,25 +239,10 @@ def remote_compiles(distcc_dir: Path) -> Counter[str]:
 
 
 def parse_distcc_stats(text: str) -> dict[str, float | str]:
-    """The `<distccstats>` block of a distccd stats page: numbers as float, else str.
-
-    Counters (dcc_compile_ok, dcc_tcp_accept, ...) and gauges (dcc_load1, dcc_max_kids)
-    become floats; dcc_longest_job ("none" or a file), dcc_free_space ("80971 MB") and
-    dcc_max_RSS_name stay strings. Raises ValueError if the block is missing.
-    """
-    match = re.search(r"<distccstats>\n(.*?)</distccstats>", text, re.DOTALL)
-    if match is None:
-        raise ValueError(f"no <distccstats> block in {text[:200]!r}")
-    stats: dict[str, float | str] = {}
-    for line in match.group(1).splitlines():
-        key, _, value = line.strip().partition(" ")
-        if not key:
-            continue
-        try:
-            stats[key] = float(value)
-        except ValueError:
-            stats[key] = value
-    return stats
+    """The `<distccstats>` block of a distccd stats page: numbers as float, else str
+    (o11n's own parser; ValueError if the block is missing)."""
+    samples, strings = parse_distcc(text)
+    return {**{s.name: s.value for s in samples}, **strings}
 
 
 def fetch_stats(address: str, port: int, timeout: float = 5.0) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.distcc_farm import (
+    SAMPLE_STATS,
     Distccd,
     build_with_distcc,
     clear_backoff,
@@ -25,18 +26,6 @@ from tests.e2e.distcc_farm import (
 from tests.servers import free_port, wait_for
 
 StartDistccd = Callable[..., Distccd]
-
-SAMPLE_STATS = """argv /distccd
-<distccstats>
-dcc_tcp_accept 12
-dcc_compile_ok 12
-dcc_longest_job lapi.c
-dcc_longest_job_time_msecs -1
-dcc_load1 1.67
-dcc_max_RSS_name (python)
-dcc_free_space 80971 MB
-</distccstats>
-"""
 
 
 @pytest.fixture

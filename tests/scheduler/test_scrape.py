@@ -14,18 +14,7 @@ from o11n.scheduler.scrape import (
     parse_distcc,
     parse_prometheus,
 )
-
-DISTCC_PAGE = """argv /distccd
-<distccstats>
-dcc_tcp_accept 12
-dcc_compile_ok 12
-dcc_longest_job lapi.c
-dcc_longest_job_time_msecs -1
-dcc_load1 1.67
-dcc_max_RSS_name (python)
-dcc_free_space 80971 MB
-</distccstats>
-"""
+from tests.e2e.distcc_farm import SAMPLE_STATS as DISTCC_PAGE
 
 
 def test_distcc_pages_give_numbers_as_samples_and_the_rest_as_strings() -> None:
