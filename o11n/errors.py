@@ -76,3 +76,26 @@ class SpecError(BadRequest):
         where = f"{file}:{line}:{column}: " if file else ""
         super().__init__(where + message)
         self.file, self.line, self.column = file, line, column
+
+
+class OutOfRange(BadRequest):
+    """A read or write position past the end of what there is."""
+
+    code = "out_of_range"
+
+
+class MissingBlobs(Conflict):
+    """Blobs that the request refers to are not in the content-addressed store."""
+
+    code = "missing_blobs"
+
+    def __init__(self, blobs: list[str]) -> None:
+        shown = ", ".join(blobs[:5]) + (f" and {len(blobs) - 5} more" if len(blobs) > 5 else "")
+        super().__init__(f"missing from the content-addressed store: {shown}")
+        self.blobs = blobs
+
+
+class Unimplemented(O11nError):
+    """A call this server does not offer."""
+
+    code = "unimplemented"

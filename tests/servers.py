@@ -28,12 +28,21 @@ def free_port() -> int:
 class ServerProcess:
     """`o11n server` in a subprocess on a free port, with its own data folder."""
 
-    def __init__(self, data_dir: Path, db: str | None = None, lease_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        db: str | None = None,
+        lease_seconds: float = 30.0,
+        reapi: bool = False,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.data_dir = data_dir
         self.db = db
         self.lease_seconds = lease_seconds
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.reapi_port = free_port() if reapi else None
+        self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "server.log"
 
@@ -56,6 +65,9 @@ class ServerProcess:
         ]
         if self.db:
             args += ["--db", self.db]
+        if self.reapi_port:
+            args += ["--reapi-port", str(self.reapi_port)]
+        args += self.extra
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("O11N_")}
         with self.log.open("ab") as log:
@@ -70,7 +82,9 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200 and (
+                    not self.reapi_port or "Remote Execution API on" in self.log.read_text()
+                ):
                     return
             except httpx.TransportError:
                 pass

@@ -18,6 +18,11 @@ class SqliteSync(StrEnum):
     normal = "normal"
 
 
+class UnknownProperties(StrEnum):
+    require = "require"
+    ignore = "ignore"
+
+
 app = typer.Typer(
     name="o11n",
     help="o11n: CI and build orchestration on a shared pool of machines.",
@@ -68,17 +73,40 @@ def server(
         SqliteSync.full,
         help="full: fsync every commit (survives power loss); normal: survives kill -9 only.",
     ),
+    reapi_port: int = typer.Option(
+        None, help="Serve the Bazel Remote Execution API (gRPC) on this port (0: any free one)."
+    ),
+    reapi_tenant: str = typer.Option(
+        "default", help="The tenant of REAPI calls that carry no token."
+    ),
+    reapi_unknown_properties: UnknownProperties = typer.Option(
+        UnknownProperties.require,
+        help="Platform properties o11n does not know: require (a worker tag must match) or ignore.",
+    ),
 ) -> None:
     """Run the scheduler."""
+    from o11n.reapi.server import ReapiConfig
     from o11n.scheduler.server import ServerConfig, data_dir_default, serve
 
+    reapi = None
+    if reapi_port is not None:
+        reapi = ReapiConfig(reapi_port, host, reapi_tenant, reapi_unknown_properties.value)
     config = ServerConfig(
-        data or data_dir_default(), host, port, db, lease_seconds, log_level, sqlite_sync.value
+        data or data_dir_default(),
+        host,
+        port,
+        db,
+        lease_seconds,
+        log_level,
+        sqlite_sync.value,
+        reapi,
     )
 
-    def ready(url: str, _token: str) -> None:
+    def ready(url: str, _token: str, reapi_port: int | None) -> None:
         token_file = config.data_dir / "admin-token"
         print(f"o11n scheduler listening on {url}", flush=True)
+        if reapi_port is not None:
+            print(f"Remote Execution API on grpc://{host}:{reapi_port}", flush=True)
         print(f"admin token: in {token_file} (or $O11N_ADMIN_TOKEN)", flush=True)
 
     serve(config, ready)

@@ -41,6 +41,9 @@ def up(
     drain_timeout: float = typer.Option(
         10.0, min=0, help="On Ctrl-C, seconds running jobs get to finish."
     ),
+    reapi_port: int = typer.Option(
+        None, min=1, help="Also serve the Bazel Remote Execution API (gRPC) on this port."
+    ),
 ) -> None:
     """Run a scheduler and local workers; Ctrl-C stops them all."""
     data_dir = (data or data_dir_default()).absolute()
@@ -62,6 +65,7 @@ def up(
             str(data_dir),
             "--lease-seconds",
             str(lease_seconds),
+            *(["--reapi-port", str(reapi_port)] if reapi_port else []),
         ],
         logs / "server.log",
         {},
@@ -70,7 +74,8 @@ def up(
     try:
         token = _wait_ready(server, url, data_dir, logs / "server.log", stopping)
         children = _start_workers(count, url, token, data_dir, drain_timeout)
-        _announce(url, token, data_dir, count)
+        reapi = f"grpc://{host_}:{reapi_port}" if reapi_port else None
+        _announce(url, token, data_dir, count, reapi)
         while not stopping and server.poll() is None:
             time.sleep(0.2)
         if server.poll() is not None and not stopping:
@@ -144,8 +149,10 @@ def _start_workers(
     ]
 
 
-def _announce(url: str, token: str, data_dir: Path, count: int) -> None:
+def _announce(url: str, token: str, data_dir: Path, count: int, reapi: str | None) -> None:
     print(f"o11n is up at {url}: a scheduler and {count} worker{'s' * (count != 1)}")
+    if reapi:
+        print(f"Remote Execution API: bazel build --remote_executor={reapi} ...")
     print(f"admin token: {token}  (also in {data_dir / 'admin-token'})")
     print("submit a job from this folder:  o11n submit --wait -- echo hello")
     print(f"elsewhere: export O11N_SERVER={url} O11N_TOKEN={token}")

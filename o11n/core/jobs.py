@@ -152,6 +152,17 @@ class JobSpec(Model):
         description="Paths or globs in the work directory to store after a success; the "
         "attempt records their tree.",
     )
+    outputs_mode: Literal["artifacts", "action"] = Field(
+        "artifacts",
+        description="artifacts: stored after a success, and each must exist; action (a build "
+        "action's outputs): stored whatever the exit code, those not made left out, and the "
+        "folders that hold them made before the command starts.",
+    )
+    workdir: OutputPath | None = Field(
+        None,
+        description="Run the command in this folder of the work directory (made if missing); "
+        "outputs are relative to it.",
+    )
 
     @field_validator("command")
     @classmethod
@@ -191,6 +202,15 @@ class JobSpec(Model):
         if self.constraints is None:
             return NO_CONSTRAINTS
         return _parse_cached(json.dumps(self.constraints, sort_keys=True))
+
+    @field_validator("workdir")
+    @classmethod
+    def _relative_workdir(cls, workdir: str | None) -> str | None:
+        if workdir is not None:
+            parts = workdir.strip("/").split("/")
+            if workdir.startswith("/") or any(p in ("", ".", "..") for p in parts):
+                raise ValueError("workdir must be a relative path inside the work directory")
+        return workdir
 
     @model_validator(mode="after")
     def _timeout_bounds(self) -> JobSpec:

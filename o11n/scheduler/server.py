@@ -13,6 +13,7 @@ import uvicorn
 import uvloop
 
 from o11n.cas.store import CasStore
+from o11n.reapi.server import ReapiConfig, ReapiServer
 from o11n.scheduler.app import create_app
 from o11n.scheduler.auth import admin_token
 from o11n.scheduler.service import Scheduler
@@ -32,6 +33,7 @@ class ServerConfig:
     lease_seconds: float = 30.0
     log_level: str = "warning"
     sqlite_sync: str = "full"
+    reapi: ReapiConfig | None = None
 
 
 def data_dir_default() -> Path:
@@ -39,13 +41,19 @@ def data_dir_default() -> Path:
     return Path(os.environ.get("O11N_DATA", ".o11n"))
 
 
-def serve(config: ServerConfig, on_ready: Callable[[str, str], None] | None = None) -> None:
-    """Run the scheduler until SIGINT or SIGTERM."""
+Ready = Callable[[str, str, int | None], None]  # URL, admin token, REAPI port
+
+
+def serve(config: ServerConfig, on_ready: Ready | None = None) -> None:
+    """Run the scheduler (and the Remote Execution API, when configured) until SIGINT or
+    SIGTERM."""
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     token = admin_token(config.data_dir)
     db = Database(engine_url(config.db, config.data_dir), sqlite_sync=config.sqlite_sync)
     scheduler = Scheduler(db, token, lease_seconds=config.lease_seconds)
-    app = create_app(scheduler, CasStore(config.data_dir / "cas"))
+    cas = CasStore(config.data_dir / "cas")
+    app = create_app(scheduler, cas)
+    reapi = ReapiServer(scheduler, cas, config.reapi) if config.reapi else None
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -61,7 +69,7 @@ def serve(config: ServerConfig, on_ready: Callable[[str, str], None] | None = No
     )
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(_serve(server, scheduler, config, token, on_ready))
+            runner.run(_serve(server, scheduler, reapi, config, token, on_ready))
     finally:
         db.close()
 
@@ -69,17 +77,28 @@ def serve(config: ServerConfig, on_ready: Callable[[str, str], None] | None = No
 async def _serve(
     server: uvicorn.Server,
     scheduler: Scheduler,
+    reapi: ReapiServer | None,
     config: ServerConfig,
     token: str,
-    on_ready: Callable[[str, str], None] | None,
+    on_ready: Ready | None,
 ) -> None:
     task = asyncio.create_task(server.serve())
     while not server.started and not task.done():
         await asyncio.sleep(0.02)
+    reapi_port = None
+    if server.started and reapi is not None:
+        try:
+            reapi_port = await reapi.start()
+        except Exception:
+            server.should_exit = True
+            await task
+            raise
     if server.started and on_ready is not None:
-        on_ready(f"http://{config.host}:{server_port(server, config)}", token)
+        on_ready(f"http://{config.host}:{server_port(server, config)}", token, reapi_port)
     while not server.should_exit and not task.done():
         await asyncio.sleep(0.05)
+    if reapi is not None and reapi_port is not None:
+        await reapi.stop()
     scheduler.close_polls()  # long-polls would hold the graceful shutdown up
     await task
 

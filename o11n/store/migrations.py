@@ -12,7 +12,13 @@ Migration = Callable[[Connection], None]
 
 
 def _initial(conn: Connection) -> None:
-    later = (schema.schema_version, schema.pipelines, schema.step_cache, schema.services)
+    later = (
+        schema.schema_version,
+        schema.pipelines,
+        schema.step_cache,
+        schema.services,
+        schema.action_results,
+    )
     tables = [t for t in schema.metadata.sorted_tables if t not in later]
     schema.metadata.create_all(conn, tables=tables)  # attempts.outputs included
 
@@ -55,7 +61,18 @@ def _services(conn: Connection) -> None:
     schema.services.create(conn)
 
 
-MIGRATIONS: list[Migration] = [_initial, _pipelines, _artifacts, _agents, _services]
+def _action_results(conn: Connection) -> None:
+    schema.action_results.create(conn)
+
+
+MIGRATIONS: list[Migration] = [
+    _initial,
+    _pipelines,
+    _artifacts,
+    _agents,
+    _services,
+    _action_results,
+]
 
 
 def current_version(conn: Connection) -> int:

@@ -172,3 +172,14 @@ services = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+
+# The Remote Execution API's action cache: an action's digest -> its ActionResult (protobuf).
+action_results = Table(
+    "action_results",
+    metadata,
+    Column("instance", String(255), primary_key=True),
+    Column("digest", String(64), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("result", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False),
+)

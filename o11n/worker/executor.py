@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from o11n.core.jobs import JobSpec
-from o11n.errors import O11nError
+from o11n.errors import BadRequest, O11nError
 
 READ_SIZE = 64 * 1024
 _SETPRIV = shutil.which("setpriv")
@@ -93,7 +93,7 @@ class Files(Protocol):
 
     async def lay_out(self, digest: str, dest: Path) -> None: ...
 
-    async def store(self, cwd: Path, patterns: list[str]) -> str: ...
+    async def store(self, cwd: Path, patterns: list[str], required: bool = True) -> str: ...
 
 
 class Runner(Protocol):
@@ -165,22 +165,32 @@ class Executor:
                     await self.files.lay_out(spec.files, cwd)
                 except (O11nError, OSError) as exc:
                     return self._error(f"cannot lay out the job's files: {_text(exc)}")
+            try:
+                run_dir = _prepare_run_dir(cwd, spec)
+            except (O11nError, OSError) as exc:
+                return self._error(f"cannot prepare the work directory: {_text(exc)}")
             if spec.image and self.containers is not None:
                 ended = await self.containers.run_in(cwd, attempt, logs, stop, on_start)
             else:
-                ended = await self._run_in(cwd, attempt, logs, stop, on_start)
-            if ended.succeeded and spec.outputs and self.files is not None:
-                try:
-                    outputs = await self.files.store(cwd, list(spec.outputs))
-                except (O11nError, OSError) as exc:
-                    return dataclasses.replace(
-                        ended, kind="error", reason=f"cannot store outputs: {_text(exc)}"
-                    )
-                ended = dataclasses.replace(ended, outputs=outputs)
-            return ended
+                ended = await self._run_in(run_dir, attempt, logs, stop, on_start)
+            return await self._store_outputs(run_dir, spec, ended)
         finally:
             if not self.keep_workdirs:
                 shutil.rmtree(cwd, ignore_errors=True)
+
+    async def _store_outputs(self, run_dir: Path, spec: JobSpec, ended: Ended) -> Ended:
+        """Store the outputs: an artifact's after a success, an action's after any run."""
+        action = spec.outputs_mode == "action"
+        ran = ended.kind in (None, "timeout") if action else ended.succeeded
+        if not (ran and spec.outputs and self.files is not None):
+            return ended
+        try:
+            outputs = await self.files.store(run_dir, list(spec.outputs), required=not action)
+        except (O11nError, OSError) as exc:
+            return dataclasses.replace(
+                ended, kind="error", reason=f"cannot store outputs: {_text(exc)}"
+            )
+        return dataclasses.replace(ended, outputs=outputs)
 
     def _error(self, reason: str) -> Ended:
         return Ended(None, None, "error", reason, None, self.clock())
@@ -287,6 +297,26 @@ async def _spawn(
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.subprocess_exec(lambda: _Watched(loop), *argv, **options)
     return asyncio.subprocess.Process(transport, protocol, loop), protocol.exited
+
+
+def run_dir_of(cwd: Path, spec: JobSpec) -> Path:
+    """The folder the command runs in: the attempt's folder, or its `workdir` inside it."""
+    return cwd / spec.workdir if spec.workdir else cwd
+
+
+def _prepare_run_dir(cwd: Path, spec: JobSpec) -> Path:
+    """Make the command's folder and, for a build action, the folders its outputs go in
+    (the Remote Execution API has the server make them); none may leave `cwd`."""
+    run_dir = run_dir_of(cwd, spec)
+    folders = [run_dir]
+    if spec.outputs_mode == "action":
+        folders += [(run_dir / output).parent for output in spec.outputs]
+    root = cwd.resolve()
+    for folder in folders:
+        if not folder.resolve().is_relative_to(root):
+            raise BadRequest(f"{folder} is outside the work directory")
+        folder.mkdir(parents=True, exist_ok=True)
+    return run_dir
 
 
 def _not_runnable(program: str, cwd: Path, env: dict[str, str]) -> str | None:

@@ -39,13 +39,14 @@ class Files:
         await asyncio.gather(*(self._fetch(d) for d in wanted))
         await asyncio.to_thread(trees.lay_out, tree, dest, self.blob)
 
-    async def store(self, cwd: Path, patterns: list[str]) -> str:
+    async def store(self, cwd: Path, patterns: list[str], required: bool = True) -> str:
         """Store the files under `cwd` that match `patterns`; the digest of their tree.
-        BadRequest when a pattern matches nothing (a declared artifact that was not made)."""
+        BadRequest when a `required` pattern matches nothing (a declared artifact that was
+        not made)."""
         tree, sources = await asyncio.to_thread(
             trees.scan, cwd, ignore_files=False, only=trees.matcher(patterns)
         )
-        for pattern in patterns:
+        for pattern in patterns if required else ():
             if not trees.select(tree, [pattern]):
                 raise BadRequest(f"artifact {pattern!r}: no such file in the work directory")
         wanted, missing = sorted(sources), []

@@ -39,13 +39,14 @@ def test_migrations_are_recorded_and_idempotent(db: Database, db_url: str) -> No
 
 
 def test_a_database_of_schema_2_is_brought_up_to_date(db: Database, db_url: str) -> None:
-    """As an o11n of before artifacts, agents and services left it: the later columns and
+    """As an o11n of before artifacts, agents, services and the action cache left it: the later columns and
     tables absent, version 2 recorded."""
     from sqlalchemy import inspect, text
 
     with db.write_engine.begin() as conn:
         conn.execute(text("DROP TABLE step_cache"))
         conn.execute(text("DROP TABLE services"))
+        conn.execute(text("DROP TABLE action_results"))
         conn.execute(text("ALTER TABLE attempts DROP COLUMN outputs"))
         for column in ("address", "ports", "disk", "attributes", "disabled"):
             conn.execute(text(f"ALTER TABLE workers DROP COLUMN {column}"))
@@ -61,6 +62,7 @@ def test_a_database_of_schema_2_is_brought_up_to_date(db: Database, db_url: str)
                 c["name"] for c in found.get_columns("workers")
             }
             assert found.has_table("step_cache") and found.has_table("services")
+            assert found.has_table("action_results")
     finally:
         upgraded.close()
 
