@@ -34,3 +34,5 @@ bench: install-test  ## every benchmark; each prints one JSON object
 	$(PYTHON) -m benchmarks.fairness
 	$(PYTHON) -m benchmarks.submit
 	$(PYTHON) -m benchmarks.e2e
+	$(PYTHON) -m benchmarks.containers
+	$(PYTHON) -m benchmarks.reapi

@@ -43,6 +43,7 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.reapi_port = free_port() if reapi else None
         self.extra = extra
+        self._log_start = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = data_dir / "server.log"
 
@@ -70,6 +71,7 @@ class ServerProcess:
         args += self.extra
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("O11N_")}
+        self._log_start = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.wait_healthy()
@@ -83,13 +85,18 @@ class ServerProcess:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
             try:
                 if httpx.get(self.url + "/healthz", timeout=1).status_code == 200 and (
-                    not self.reapi_port or "Remote Execution API on" in self.log.read_text()
+                    not self.reapi_port or b"Remote Execution API on" in self._log_since_start()
                 ):
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"server not healthy in {timeout}s: {self.log.read_text()[-3000:]}")
+
+    def _log_since_start(self) -> bytes:
+        with self.log.open("rb") as log:
+            log.seek(self._log_start)
+            return log.read()
 
     def kill(self) -> None:
         """SIGKILL: no chance to flush or clean up."""

@@ -106,6 +106,7 @@ class Executions:
         self.default_timeout = default_timeout
         self._by_job: dict[int, Execution] = {}
         self._in_flight: dict[tuple[str, str], Execution] = {}
+        self._submitting: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._ended: collections.OrderedDict[str, Execution] = collections.OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         sched.hub.listen(self._on_event)
@@ -130,12 +131,31 @@ class Executions:
                 hit = await self.cache.get(instance, digest)
                 if hit is not None:
                     return self._answered(instance, digest, who, cached=hit)
-            merged = self._in_flight.get((instance, digest.hash))
-            if merged is not None and not loaded.action.do_not_cache:
-                return merged
-            return await self._submit(who, loaded)
+            if loaded.action.do_not_cache:
+                return await self._submit(who, loaded)
+            return await self._merge_or_submit(who, loaded)
         except O11nError as exc:
             return self._answered(instance, digest, who, error=exc)
+
+    async def _merge_or_submit(self, who: Principal, loaded: actions.Loaded) -> Execution:
+        """The execution of this action in flight, or a new one. While one call submits,
+        the others with the same action wait for it (and submit themselves if it failed)."""
+        key = (loaded.instance, loaded.digest.hash)
+        while True:
+            merged = self._in_flight.get(key)
+            if merged is not None:
+                return merged
+            submitting = self._submitting.get(key)
+            if submitting is None:
+                break
+            await asyncio.shield(submitting)
+        done = asyncio.get_running_loop().create_future()
+        self._submitting[key] = done
+        try:
+            return await self._submit(who, loaded)
+        finally:
+            del self._submitting[key]
+            done.set_result(None)
 
     async def _submit(self, who: Principal, loaded: actions.Loaded) -> Execution:
         files = await actions.input_tree(self.blobs, loaded)

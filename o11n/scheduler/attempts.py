@@ -33,7 +33,7 @@ class Report:
     kind: FailureKind | None = None  # None: judge by the exit code
     reason: str | None = None
     started_at: float | None = None
-    outputs: str | None = None  # the digest of the tree of outputs stored after a success
+    outputs: str | None = None  # the digest of the tree of the outputs the worker stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +80,6 @@ def ending_of(lease: Lease, report: Report, started: bool) -> Ending:
         report.signal,
         report.reason,
         report.started_at,
-        report.outputs if kind is None else None,
+        report.outputs,  # the worker stores them after a success, or any run of an action
     )
     return Ending(lease, Outcome(kind, report.exit_code, report.reason), end, started)

@@ -177,8 +177,12 @@ def test_an_action_runs_as_a_job_and_its_result_is_cached(
 
 
 def test_failures_and_do_not_cache_are_not_cached(client: Client, server: ServerProcess) -> None:
-    failing = make_action(["/bin/sh", "-c", "echo no >&2; exit 3"])
-    assert client.execute(failing).result.exit_code == 3
+    failing = make_action(
+        ["/bin/sh", "-c", "echo partial > o.txt; echo no >&2; exit 3"], output_files=("o.txt",)
+    )
+    failed = client.execute(failing).result
+    assert failed.exit_code == 3 and client.read(failed.stderr_digest) == b"no\n"
+    assert client.read(failed.output_files[0].digest) == b"partial\n"  # a failure's outputs too
     uncached = make_action(["/bin/true"], do_not_cache=True)
     assert client.execute(uncached).result.exit_code == 0
     for action in (failing, uncached):
@@ -211,7 +215,7 @@ def test_the_actions_platform_wins_over_the_commands(client: Client, server: Ser
         ["/bin/true"], action_platform={"pool": "a"}, command_platform={"pool": "nowhere"}
     )
     assert client.execute(runs).status.code == OK
-    waits = make_action(["/bin/true"], command_platform={"pool": "nowhere"})
+    waits = make_action(["/bin/true"], action_platform={"pool": "nowhere"})  # Action only
     client.upload(waits.blobs)
     first = next(client.execute_stream(waits))
     assert not first.done and stage_of(first) == re_pb2.ExecutionStage.QUEUED
@@ -271,3 +275,20 @@ def test_an_unknown_operation_is_not_found(client: Client) -> None:
         with pytest.raises(grpc.RpcError) as caught:
             list(client.execution.WaitExecution(re_pb2.WaitExecutionRequest(name=name)))
         assert code(caught.value) is grpc.StatusCode.NOT_FOUND
+
+
+def test_an_operation_outlives_a_scheduler_restart(client: Client, server: ServerProcess) -> None:
+    action = make_action(
+        ["/bin/sh", "-c", "sleep 2; echo survived > o.txt"], output_files=("o.txt",)
+    )
+    client.upload(action.blobs)
+    first = next(client.execute_stream(action))
+    assert not first.done
+    server.kill()
+    server.start()  # same port and data; the worker reports to the new process
+    done = list(client.execution.WaitExecution(re_pb2.WaitExecutionRequest(name=first.name)))[-1]
+    result = response_of(done).result
+    assert client.read(result.output_files[0].digest) == b"survived\n"
+    assert len(jobs(server)) == 1
+    cached = client.execute(action)  # the result was cached by the new process
+    assert cached.cached_result
