@@ -73,6 +73,11 @@ def server(
         SqliteSync.full,
         help="full: fsync every commit (survives power loss); normal: survives kill -9 only.",
     ),
+    cas_cap: str = typer.Option(
+        None,
+        help="Cap the content-addressed store (e.g. 50G): least recently used blobs go first, "
+        "never one that a cached result or a job in flight needs.",
+    ),
     reapi_port: int = typer.Option(
         None, help="Serve the Bazel Remote Execution API (gRPC) on this port (0: any free one)."
     ),
@@ -85,6 +90,7 @@ def server(
     ),
 ) -> None:
     """Run the scheduler."""
+    from o11n.core.units import parse_size
     from o11n.reapi.server import ReapiConfig
     from o11n.scheduler.server import ServerConfig, data_dir_default, serve
 
@@ -100,6 +106,7 @@ def server(
         log_level,
         sqlite_sync.value,
         reapi,
+        parse_size(cas_cap) if cas_cap is not None else None,
     )
 
     def ready(url: str, _token: str, reapi_port: int | None) -> None:

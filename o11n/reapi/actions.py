@@ -49,9 +49,11 @@ async def _read(blobs: Blobs, digest: re_pb2.Digest) -> bytes:
         raise MissingBlobs([f"blobs/{digests.text(digest)}"]) from None
 
 
-async def input_tree(blobs: Blobs, loaded: Loaded) -> str:
-    """Store the action's input root as an o11n tree for the worker; its digest.
-    MissingBlobs names every directory or file blob that is absent."""
+async def input_tree(blobs: Blobs, loaded: Loaded) -> tuple[str, list[str]]:
+    """Store the action's input root as an o11n tree for the worker: its digest, and the
+    hashes of the blobs the job needs (to pin while it is in flight: the action, its
+    command, the tree and the files; the Directory blobs are read only here). MissingBlobs
+    names every directory or file blob that is absent."""
 
     def walk() -> tuple[trees.Tree, list[re_pb2.Digest]]:
         found = directories.walk(blobs.read_now, loaded.action.input_root_digest)
@@ -62,7 +64,8 @@ async def input_tree(blobs: Blobs, loaded: Loaded) -> str:
     if missing:
         raise MissingBlobs([f"blobs/{digests.text(d)}" for d in missing])
     stored = await blobs.put(trees.to_bytes(tree))
-    return stored.hash
+    needed = [loaded.digest, loaded.action.command_digest, stored, *files]
+    return stored.hash, [d.hash for d in needed]
 
 
 def job_spec(

@@ -26,9 +26,10 @@ class Blobs:
         """Is the blob stored with this size?"""
         if digest.size_bytes == 0 and digest.hash == digests.EMPTY_HASH:
             return True
-        path = self.cas.path(digest.hash)
+        if not self.cas.has(digest.hash):  # a use: eviction keeps what clients were told of
+            return False
         try:
-            return path.stat().st_size == digest.size_bytes
+            return self.cas.path(digest.hash).stat().st_size == digest.size_bytes
         except FileNotFoundError:
             return False
 
@@ -59,6 +60,7 @@ class Blobs:
                 raise NotFound(f"no blob {digests.text(digest)}")
             if digest.size_bytes == 0:
                 return b""
+            self.cas.touch(digest.hash)
             with self.cas.path(digest.hash).open("rb") as f:
                 f.seek(offset)
                 return f.read(length)

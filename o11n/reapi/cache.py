@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from o11n.errors import NotFound
+from o11n.errors import MissingBlobs, NotFound
 from o11n.reapi import digests
 from o11n.reapi.blobs import Blobs
 from o11n.reapi.directories import result_blobs
@@ -35,8 +35,9 @@ class ActionCache:
             self._needs[(row.instance, row.digest)] = self._blobs_of(_parse(row.result))
 
     def needed(self) -> set[str]:
-        """The hashes of every blob a cached result refers to (the store's keeper)."""
-        return set().union(*self._needs.values()) if self._needs else set()
+        """The hashes of every blob a cached result refers to (the store's keeper; called
+        from the thread of a commit, so it reads a copy)."""
+        return set().union(*list(self._needs.values()))
 
     async def get(self, instance: str, action: re_pb2.Digest) -> re_pb2.ActionResult | None:
         """The cached result of an action, if its blobs are all still stored."""
@@ -58,10 +59,14 @@ class ActionCache:
         """Cache an action's result (replacing an earlier one)."""
         digests.checked(action, "action digest")
         data = result.SerializeToString(deterministic=True)
-        needs = await asyncio.to_thread(self._blobs_of, result)
+        referenced = await asyncio.to_thread(self._referenced, result)
+        self._needs[(instance, action.hash)] = frozenset(d.hash for d in referenced)
+        missing = await self.blobs.missing(referenced)  # never stored, or evicted just now
+        if missing:
+            self._needs.pop((instance, action.hash), None)
+            raise MissingBlobs([f"blobs/{digests.text(d)}" for d in missing])
         row = CachedResult(instance, action.hash, action.size_bytes, data)
         await self.db.write(self.store.put, row, self.clock())
-        self._needs[(instance, action.hash)] = needs
 
     def _referenced(self, result: re_pb2.ActionResult) -> list[re_pb2.Digest]:
         return result_blobs(result, self._read_or_nothing)

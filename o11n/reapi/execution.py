@@ -22,9 +22,10 @@ from typing import TypeAlias
 
 import grpc
 
+from o11n.cas.eviction import Pin
 from o11n.core.jobs import Event, Job
 from o11n.core.states import JobState
-from o11n.errors import NotFound, O11nError
+from o11n.errors import MissingBlobs, NotFound, O11nError
 from o11n.reapi import actions, digests
 from o11n.reapi.blobs import Blobs
 from o11n.reapi.cache import ActionCache
@@ -55,6 +56,7 @@ class Execution:
         self.response: re_pb2.ExecuteResponse | None = None
         self.command: re_pb2.Command | None = None
         self.cacheable = True
+        self.pin: Pin | None = None  # the blobs the job needs, while it is in flight
         self._changed = asyncio.Event()
 
     @property
@@ -158,15 +160,24 @@ class Executions:
             done.set_result(None)
 
     async def _submit(self, who: Principal, loaded: actions.Loaded) -> Execution:
-        files = await actions.input_tree(self.blobs, loaded)
+        files, needed = await actions.input_tree(self.blobs, loaded)
         spec = actions.job_spec(
             loaded,
             files,
             unknown=self.unknown_properties,
             default_timeout=self.default_timeout,
         )
-        submitted = (await self.sched.submit(who, [spec]))[0]
+        pin = self.blobs.cas.pin(needed)  # kept from eviction until the result is recorded
+        try:
+            submitted = (await self.sched.submit(who, [spec]))[0]
+        except BaseException:
+            pin.release()
+            raise
         execution = self._track(submitted.id, loaded, who.tenant_for(None))
+        if execution.pin is None:
+            execution.pin = pin
+        else:
+            pin.release()
         return execution
 
     def _track(self, job_id: int, loaded: actions.Loaded, tenant: str) -> Execution:
@@ -265,13 +276,19 @@ class Executions:
             assert job is not None
             response = await self._response(execution, job)
             if _cacheable(execution, response):
-                await self.cache.put(execution.instance, execution.action, response.result)
+                try:
+                    await self.cache.put(execution.instance, execution.action, response.result)
+                except MissingBlobs as exc:  # the result stands; it is just not cached
+                    log.warning("action %s not cached: %s", execution.name, exc.message)
         except O11nError as exc:
             response = re_pb2.ExecuteResponse(status=status_of(exc))
         except Exception as exc:  # a bug must not leave the client waiting for ever
             log.exception("action %s", execution.name)
             response = re_pb2.ExecuteResponse(status=status(grpc.StatusCode.INTERNAL, str(exc)))
         self._by_job.pop(job_id, None)
+        if execution.pin is not None:
+            execution.pin.release()
+            execution.pin = None
         if self._in_flight.get((execution.instance, execution.action.hash)) is execution:
             del self._in_flight[(execution.instance, execution.action.hash)]
         execution.advance(Stage.COMPLETED, response)

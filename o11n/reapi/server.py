@@ -39,6 +39,8 @@ class ReapiServer:
         self.config = config
         self.blobs = Blobs(cas)
         self.cache = ActionCache(sched.db, self.blobs, sched.clock)
+        self.cache.load()
+        cas.add_keeper(self.cache.needed)  # cached results keep their blobs
         self.uploads = Uploads(self.blobs, sched.clock)
         self.executions = Executions(
             sched,
@@ -77,8 +79,7 @@ class ReapiServer:
         return server
 
     async def start(self) -> int:
-        """Load the action cache, take up actions in flight, and listen; the bound port."""
-        self.cache.load()
+        """Take up actions in flight, and listen; the bound port."""
         await self.executions.start()
         self.server = self._server()
         self.port = self.server.add_insecure_port(f"{self.config.host}:{self.config.port}")

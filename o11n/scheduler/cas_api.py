@@ -60,7 +60,9 @@ async def put_blob(
 @router.get("/api/v1/cas/blobs/{digest}", response_class=FileResponse)
 async def get_blob(digest: DigestPath, request: Request, _who: Caller) -> FileResponse:
     """A blob's content."""
-    path = cas_of(request).path(digest)
+    cas = cas_of(request)
+    cas.touch(digest)  # a use: eviction keeps recently read blobs
+    path = cas.path(digest)
     if not await asyncio.to_thread(path.is_file):
         raise NotFound(f"no blob {digest}")
     return FileResponse(path, media_type="application/octet-stream")

@@ -106,6 +106,25 @@ class PipelineRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self.changed = asyncio.Condition()  # notified whenever a pipeline moves on
         sched.hub.listen(self._on_event)
+        cas.add_keeper(self._needed_blobs)
+
+    def _needed_blobs(self) -> set[str]:
+        """What the store's eviction must keep for pipelines: the trees (and their files)
+        of the step cache's outputs and of the running pipelines' workspaces, inputs and
+        artifacts. Called from the thread of a commit, so it reads copies."""
+        roots: set[str | None] = set(self.sched.db.read_now(self.store.cached_outputs))
+        for active in list(self.active.values()):
+            roots.add(active.row.options.get("workspace"))
+            roots.update(list(active.inputs.values()) + list(active.outputs.values()))
+        kept: set[str] = set()
+        for digest in roots:
+            if digest is None:
+                continue
+            kept.add(digest)
+            with contextlib.suppress(O11nError):
+                tree = trees.from_bytes(self.cas.read(digest))
+                kept.update(e.digest for e in tree.values() if e.digest)
+        return kept
 
     async def start(self) -> None:
         """Pick up the pipelines that were running when the scheduler stopped."""

@@ -34,6 +34,7 @@ class ServerConfig:
     log_level: str = "warning"
     sqlite_sync: str = "full"
     reapi: ReapiConfig | None = None
+    cas_cap_bytes: int | None = None  # the content-addressed store's size cap (LRU eviction)
 
 
 def data_dir_default() -> Path:
@@ -51,7 +52,7 @@ def serve(config: ServerConfig, on_ready: Ready | None = None) -> None:
     token = admin_token(config.data_dir)
     db = Database(engine_url(config.db, config.data_dir), sqlite_sync=config.sqlite_sync)
     scheduler = Scheduler(db, token, lease_seconds=config.lease_seconds)
-    cas = CasStore(config.data_dir / "cas")
+    cas = CasStore(config.data_dir / "cas", cap_bytes=config.cas_cap_bytes)
     app = create_app(scheduler, cas)
     reapi = ReapiServer(scheduler, cas, config.reapi) if config.reapi else None
     server = uvicorn.Server(

@@ -108,6 +108,11 @@ class PipelineStore:
             return None
         return CacheHit(row.job_id, row.pipeline_id, row.substage, row.outputs)
 
+    def cached_outputs(self, conn: Connection) -> list[str]:
+        """The output trees of every step cache entry (what the store must keep)."""
+        query = select(step_cache.c.outputs).where(step_cache.c.outputs.is_not(None)).distinct()
+        return [row.outputs for row in conn.execute(query)]
+
     def remember(self, conn: Connection, tenant: str, key: str, hit: CacheHit, now: float) -> None:
         """Record a success under its cache key (the first one recorded stays)."""
         values = {

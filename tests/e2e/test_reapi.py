@@ -292,3 +292,29 @@ def test_an_operation_outlives_a_scheduler_restart(client: Client, server: Serve
     assert len(jobs(server)) == 1
     cached = client.execute(action)  # the result was cached by the new process
     assert cached.cached_result
+
+
+def test_a_capped_store_evicts_old_blobs_but_keeps_cached_results(
+    start_server: StartServer, start_worker: StartWorker
+) -> None:
+    server = start_server(reapi=True, extra=("--cas-cap", "256K"))
+    start_worker(server, "w1", cpus=2)
+    assert server.reapi_port is not None
+    client = Client(server.reapi_port)
+    try:
+        action = make_action(
+            ["/bin/sh", "-c", "head -c 20000 /dev/zero > big.bin"], output_files=("big.bin",)
+        )
+        result = client.execute(action).result
+        filler = [bytes([i]) * 30_000 for i in range(40)]  # 1.2 MB through a 256 KiB store
+        for blob in filler:
+            client.upload({digest(blob).hash: blob})
+        missing = client.cas.FindMissingBlobs(
+            re_pb2.FindMissingBlobsRequest(blob_digests=[digest(b) for b in filler])
+        ).missing_blob_digests
+        assert digest(filler[0]) in missing and digest(filler[-1]) not in missing
+        kept = client.ac.GetActionResult(re_pb2.GetActionResultRequest(action_digest=action.digest))
+        assert client.read(kept.output_files[0].digest) == bytes(20000)
+        assert kept.output_files == result.output_files
+    finally:
+        client.close()
