@@ -16,21 +16,14 @@ import pytest
 from o11n.cas.eviction import RETRY_SECONDS, LruIndex
 from o11n.cas.store import CasStore, digest_of, scan_blobs
 from o11n.errors import NotFound
+from tests.clock import Clock
 
 HUNDRED = 100  # every blob in these tests but the concurrent one is 100 bytes
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(1_700_000_000.0)
 
 
 @pytest.fixture

@@ -7,14 +7,7 @@ import pytest
 from o11n.core.jobs import JobSpec
 from o11n.core.leases import Lease, LeaseBook
 from o11n.errors import LeaseExpired
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import Clock
 
 
 def lease(job_id: int, worker: str = "w1", attempt: int = 1) -> Lease:
@@ -23,7 +16,7 @@ def lease(job_id: int, worker: str = "w1", attempt: int = 1) -> Lease:
 
 
 def test_leases_expire_unless_renewed() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     book = LeaseBook(clock, duration=30)
     one, two = book.grant(lease(1)), book.grant(lease(2))
     clock.now += 20
@@ -33,7 +26,7 @@ def test_leases_expire_unless_renewed() -> None:
 
 
 def test_check_refuses_other_attempts() -> None:
-    book = LeaseBook(Clock(), 30)
+    book = LeaseBook(Clock(1000.0), 30)
     book.grant(lease(1, attempt=2))
     assert book.check(1, 2, "lease-1-2").attempt == 2
     with pytest.raises(LeaseExpired):
@@ -46,7 +39,7 @@ def test_check_refuses_other_attempts() -> None:
 
 
 def test_resources_used_by_a_worker() -> None:
-    book = LeaseBook(Clock(), 30)
+    book = LeaseBook(Clock(1000.0), 30)
     book.grant(lease(1))
     book.grant(lease(2))
     book.grant(lease(3, worker="w2"))

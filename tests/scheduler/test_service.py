@@ -14,17 +14,10 @@ from o11n.scheduler.attempts import Report
 from o11n.scheduler.auth import Principal
 from o11n.scheduler.service import Scheduler
 from o11n.store.database import Database
+from tests.clock import Clock
 
 ADMIN = Principal("admin")
 BIG = (8.0, 16 * 2**30, 0)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
