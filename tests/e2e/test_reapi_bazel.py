@@ -4,6 +4,9 @@ BuildGrid's bgd (batch blob calls, output_paths), each on a real scheduler and w
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +25,7 @@ from tests.e2e.bazel_tools import (
     write_workspace,
 )
 from tests.e2e.conftest import StartServer, StartWorker
-from tests.servers import ServerProcess
+from tests.servers import ServerProcess, free_port, wait_for
 
 IMAGE = BUSYBOX
 
@@ -154,3 +157,49 @@ def test_bgd_executes_with_batch_calls_and_output_paths(
     assert (tmp_path / "downloaded" / "out" / "upper.txt").read_text() == "O11N\n"
     (job,) = action_jobs(server)
     assert job["tags"] == {"pool": "a"} and job["labels"]["o11n.reapi.instance"] == "bgd"  # type: ignore[index]
+
+
+def test_the_readme_path_o11n_up_with_bazel_then_jobs_list(tmp_path: Path) -> None:
+    """`o11n up --reapi-port`, `bazel build --remote_executor=...`, `o11n jobs list`."""
+    port, reapi_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("O11N_")}
+    data = tmp_path / "data"
+    up = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "o11n", "up", "--workers", "1", "--port", str(port)),
+            *("--reapi-port", str(reapi_port), "--data", str(data)),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert up.stdout is not None
+        said = wait_for(
+            lambda: (line := up.stdout.readline()) and "Remote Execution" in line and line
+        )
+        assert f"--remote_executor=grpc://127.0.0.1:{reapi_port}" in said
+        workspace = write_workspace(tmp_path / "ws", 2, salt="readme")
+        with BazelClient(bazel_21(), workspace.root, tmp_path / "root") as client:
+            result = client.build(*remote_flags(reapi_port))
+            assert result.returncode == 0, result.stderr[-3000:]
+            assert built(client, workspace) == dict(workspace.expected)
+        env |= {
+            "O11N_SERVER": f"http://127.0.0.1:{port}",
+            "O11N_TOKEN": (data / "admin-token").read_text().strip(),
+        }
+        listed = subprocess.run(
+            [sys.executable, "-m", "o11n", "jobs", "list"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        assert listed.count(" action ") == len(workspace.expected)
+    finally:
+        up.terminate()
+        up.wait(30)
+        if up.stdout is not None:
+            up.stdout.close()
