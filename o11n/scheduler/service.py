@@ -532,19 +532,35 @@ class Scheduler:
 
     async def reap(self) -> int:
         """End attempts whose lease ran out; returns how many."""
-        expired = self.leases.expired()
-        lost = [lease for lease in expired if not lease.cancelled]
-        for lease in expired:
+        return await self._lose(
+            self.leases.expired(),
+            lambda lease: f"{LEASE_EXPIRED}: worker {lease.worker} stopped reporting",
+        )
+
+    async def lose_worker(self, name: str, reason: str) -> int:
+        """A worker is gone for good (its spot instance was reclaimed): it gets no more work,
+        and its attempts end as lost now, not when their leases run out; returns how many."""
+        worker = self.workers.get(name)
+        if worker is not None:
+            worker.draining = True
+            worker.wake.set()
+            worker.control.set()
+        return await self._lose(self.leases.of_worker(name), lambda _lease: reason)
+
+    async def _lose(self, leases: list[Lease], reason_of: Callable[[Lease], str]) -> int:
+        """End these attempts as lost (requeued by their retry policy); cancelled ones are
+        just released."""
+        endings = []
+        for lease in leases:
             if lease.cancelled:
                 self._release(lease)
-        endings = []
-        for lease in lost:
-            reason = f"{LEASE_EXPIRED}: worker {lease.worker} stopped reporting"
+                continue
+            reason = reason_of(lease)
             endings.append(
                 Ending(lease, Outcome("lost", None, reason), AttemptEnd("lost", reason=reason))
             )
         await self._end_many(endings)
-        return len(lost)
+        return len(endings)
 
     async def _reap_forever(self) -> None:
         while True:

@@ -128,6 +128,23 @@ async def test_expired_lease_requeues_and_fences_the_late_report(
     assert sched.metrics.leases_expired._value.get() == 1
 
 
+async def test_a_lost_worker_gives_its_jobs_back_at_once(sched: Scheduler) -> None:
+    """A reclaimed spot instance: no waiting for the lease; the job runs elsewhere."""
+    job_id = await submit(sched)
+    await sched.register("w1", {}, BIG)
+    await sched.register("w2", {}, BIG)
+    (old,) = await sched.lease("w1", 1, wait=0)
+    await sched.started(job_id, 1, old.lease_id, None)
+    assert await sched.lose_worker("w1", "spot instance reclaimed") == 1
+    assert await sched.lease("w1", 1, wait=0) == []  # no more work for it
+    (new,) = await sched.lease("w2", 1, wait=0)
+    assert new.attempt == 2
+    with pytest.raises(LeaseExpired):
+        await sched.finished(job_id, 1, old.lease_id, Report(0))
+    job = await sched.get_job(ADMIN, job_id)
+    assert (job.attempts[0].outcome, job.attempts[0].reason) == ("lost", "spot instance reclaimed")
+
+
 async def test_heartbeats_keep_a_lease(sched: Scheduler, clock: Clock) -> None:
     job_id = await submit(sched)
     await sched.register("w1", {}, BIG)
