@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from o11n import __version__
-from o11n.cli import admin, agents, jobs, pipeline, run, services, up, worker
+from o11n.cli import admin, agents, cost, jobs, pipeline, run, services, up, worker
 from o11n.errors import O11nError, Unavailable
 
 
@@ -38,6 +38,7 @@ app.add_typer(admin.workers, name="workers")
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(agents.app, name="agents")
 app.add_typer(services.app, name="services")
+app.add_typer(cost.app, name="cost")
 app.command("offers")(agents.offers)
 app.command("submit", context_settings={"allow_interspersed_args": False})(jobs.submit)
 app.command("worker")(worker.worker)

@@ -100,6 +100,7 @@ def create_app(scheduler: Scheduler, cas: CasStore, *, manage_lifecycle: bool = 
         agent_api,
         api,
         cas_api,
+        cost_api,
         pipeline_api,
         service_api,
         watch,
@@ -160,4 +161,5 @@ def create_app(scheduler: Scheduler, cas: CasStore, *, manage_lifecycle: bool = 
     app.include_router(cas_api.router)
     app.include_router(agent_api.router)
     app.include_router(service_api.router)
+    app.include_router(cost_api.router)
     return app

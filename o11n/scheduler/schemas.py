@@ -478,3 +478,16 @@ class TaskMetricsOut(Model):
 
 class ServiceMetrics(Model):
     tasks: list[TaskMetricsOut]
+
+
+class CostLineOut(Model):
+    key: str = Field(description="The tenant, pipeline id, day (UTC) or worker.")
+    attempts: int
+    hours: float = Field(description="Runtime of the attempts, in hours.")
+    cost: float = Field(description="In the price's currency.")
+
+
+class CostReport(Model):
+    by: str
+    total: float
+    lines: list[CostLineOut]
