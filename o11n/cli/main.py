@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from o11n import __version__
-from o11n.cli import admin, agents, cost, jobs, pipeline, run, services, up, worker
+from o11n.cli import admin, agents, autoscale, cost, jobs, pipeline, run, services, up, worker
 from o11n.errors import O11nError, Unavailable
 
 
@@ -38,6 +38,7 @@ app.add_typer(admin.workers, name="workers")
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(agents.app, name="agents")
 app.add_typer(services.app, name="services")
+app.add_typer(autoscale.app, name="autoscale")
 app.add_typer(cost.app, name="cost")
 app.command("offers")(agents.offers)
 app.command("submit", context_settings={"allow_interspersed_args": False})(jobs.submit)
@@ -79,6 +80,11 @@ def server(
         help="Cap the content-addressed store (e.g. 50G): least recently used blobs go first, "
         "never one that a cached result or a job in flight needs.",
     ),
+    autoscale: Path = typer.Option(
+        None,
+        help="An instance catalog (YAML): start o11n workers on this machine for demand no "
+        "worker can serve, and stop them when idle.",
+    ),
     reapi_port: int = typer.Option(
         None, help="Serve the Bazel Remote Execution API (gRPC) on this port (0: any free one)."
     ),
@@ -108,7 +114,12 @@ def server(
         sqlite_sync.value,
         reapi,
         parse_size(cas_cap) if cas_cap is not None else None,
+        autoscale,
     )
+    if autoscale is not None:
+        from o11n.autoscale.catalog import load_catalog
+
+        load_catalog(autoscale)  # a bad catalog is a usage error before anything starts
 
     def ready(url: str, _token: str, reapi_port: int | None) -> None:
         token_file = config.data_dir / "admin-token"

@@ -44,10 +44,19 @@ def up(
     reapi_port: int = typer.Option(
         None, min=1, help="Also serve the Bazel Remote Execution API (gRPC) on this port."
     ),
+    autoscale: Path = typer.Option(
+        None,
+        help="An instance catalog (YAML): workers are started on demand and stopped when "
+        "idle (then --workers defaults to 0).",
+    ),
 ) -> None:
     """Run a scheduler and local workers; Ctrl-C stops them all."""
     data_dir = (data or data_dir_default()).absolute()
-    count = host.cores() if workers is None else workers
+    count = (0 if autoscale else host.cores()) if workers is None else workers
+    if autoscale is not None:
+        from o11n.autoscale.catalog import load_catalog
+
+        load_catalog(autoscale)  # a bad catalog is a usage error before anything starts
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     url = f"http://{host_}:{port}"
@@ -66,6 +75,7 @@ def up(
             "--lease-seconds",
             str(lease_seconds),
             *(["--reapi-port", str(reapi_port)] if reapi_port else []),
+            *(["--autoscale", str(autoscale.absolute())] if autoscale else []),
         ],
         logs / "server.log",
         {},
@@ -76,6 +86,8 @@ def up(
         children = _start_workers(count, url, token, data_dir, drain_timeout)
         reapi = f"grpc://{host_}:{reapi_port}" if reapi_port else None
         _announce(url, token, data_dir, count, reapi)
+        if autoscale is not None:
+            print(f"autoscaling from {autoscale}: workers start on demand (o11n autoscale events)")
         while not stopping and server.poll() is None:
             time.sleep(0.2)
         if server.poll() is not None and not stopping:

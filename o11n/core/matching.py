@@ -95,6 +95,16 @@ class QueueIndex:
         """Queued jobs per tenant (tenants with none are left out)."""
         return {t: n for t, n in self._tenant_counts.items() if n}
 
+    def demand(self) -> list[tuple[Bucket, int]]:
+        """Each requirement signature that has queued jobs, with how many (what the
+        autoscaler looks at)."""
+        counts: dict[Bucket, int] = {}
+        for per_tenant in self._tenant_buckets.values():
+            for bucket, count in per_tenant.items():
+                if count:
+                    counts[bucket] = counts.get(bucket, 0) + count
+        return list(counts.items())
+
     def add(
         self,
         job_id: int,

@@ -99,6 +99,7 @@ def create_app(scheduler: Scheduler, cas: CasStore, *, manage_lifecycle: bool = 
     from o11n.scheduler import (
         agent_api,
         api,
+        autoscale_api,
         cas_api,
         cost_api,
         pipeline_api,
@@ -136,6 +137,7 @@ def create_app(scheduler: Scheduler, cas: CasStore, *, manage_lifecycle: bool = 
     app.state.pipelines = runner
     app.state.cas = cas
     app.state.services = services
+    app.state.autoscale = None  # an ElasticPool when the scheduler runs with --autoscale
 
     @app.exception_handler(O11nError)
     async def _o11n_error(_request: Request, exc: O11nError) -> JSONResponse:
@@ -162,4 +164,5 @@ def create_app(scheduler: Scheduler, cas: CasStore, *, manage_lifecycle: bool = 
     app.include_router(agent_api.router)
     app.include_router(service_api.router)
     app.include_router(cost_api.router)
+    app.include_router(autoscale_api.router)
     return app

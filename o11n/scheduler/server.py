@@ -11,7 +11,11 @@ from pathlib import Path
 
 import uvicorn
 import uvloop
+from fastapi import FastAPI
 
+from o11n.autoscale.catalog import load_catalog
+from o11n.autoscale.local import LocalProvider
+from o11n.autoscale.pool import ElasticPool
 from o11n.cas.store import CasStore
 from o11n.reapi.server import ReapiConfig, ReapiServer
 from o11n.scheduler.app import create_app
@@ -35,6 +39,7 @@ class ServerConfig:
     sqlite_sync: str = "full"
     reapi: ReapiConfig | None = None
     cas_cap_bytes: int | None = None  # the content-addressed store's size cap (LRU eviction)
+    autoscale: Path | None = None  # an instance catalog: workers on demand (local provider)
 
 
 def data_dir_default() -> Path:
@@ -70,13 +75,14 @@ def serve(config: ServerConfig, on_ready: Ready | None = None) -> None:
     )
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(_serve(server, scheduler, reapi, config, token, on_ready))
+            runner.run(_serve(server, app, scheduler, reapi, config, token, on_ready))
     finally:
         db.close()
 
 
 async def _serve(
     server: uvicorn.Server,
+    app: FastAPI,
     scheduler: Scheduler,
     reapi: ReapiServer | None,
     config: ServerConfig,
@@ -94,10 +100,16 @@ async def _serve(
             server.should_exit = True
             await task
             raise
+    url = f"http://{config.host}:{server_port(server, config)}"
+    pool = None
+    if server.started and config.autoscale is not None:
+        pool = await _start_pool(app, scheduler, config, url)
     if server.started and on_ready is not None:
-        on_ready(f"http://{config.host}:{server_port(server, config)}", token, reapi_port)
+        on_ready(url, token, reapi_port)
     while not server.should_exit and not task.done():
         await asyncio.sleep(0.05)
+    if pool is not None:
+        await pool.stop()
     if reapi is not None and reapi_port is not None:
         await reapi.stop()
     scheduler.close_polls()  # long-polls would hold the graceful shutdown up
@@ -110,3 +122,18 @@ def server_port(server: uvicorn.Server, config: ServerConfig) -> int:
         for sock in srv.sockets:
             return int(sock.getsockname()[1])
     return config.port
+
+
+async def _start_pool(
+    app: FastAPI, scheduler: Scheduler, config: ServerConfig, url: str
+) -> ElasticPool:
+    """The autoscaler with the local provider: `o11n worker`s started on this machine."""
+    assert config.autoscale is not None
+    catalog = load_catalog(config.autoscale)
+    provider = LocalProvider(
+        url, await scheduler.new_worker_token(), config.data_dir / "autoscale", scheduler.clock
+    )
+    pool = ElasticPool(scheduler, catalog, provider)
+    app.state.autoscale = pool
+    await pool.start()
+    return pool

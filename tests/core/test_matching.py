@@ -166,3 +166,15 @@ def test_constraints_on_attributes_pick_the_workers_that_may_take_a_job() -> Non
     index.add(3, "t", 0, as_tags({}), (1.0, 0, 0), south)  # a new bucket for known workers
     assert index.consume(beijing, ANY) is None
     assert index.consume(shenzhen, ANY) is not None
+
+
+def test_demand_counts_queued_jobs_per_requirement_signature() -> None:
+    index = QueueIndex()
+    gpu = as_tags({"gpu": "a100"})
+    index.add(1, "a", 0, gpu, (8.0, 0, 1))
+    index.add(2, "b", 0, gpu, (8.0, 0, 1))
+    index.add(3, "a", 0, frozenset(), (1.0, 0, 0))
+    found = {(b.tags, b.resources): n for b, n in index.demand()}
+    assert found == {(gpu, (8.0, 0, 1)): 2, (frozenset(), (1.0, 0, 0)): 1}
+    index.remove(3, "a")
+    assert [(b.tags, n) for b, n in index.demand()] == [(gpu, 2)]

@@ -39,8 +39,8 @@ def test_migrations_are_recorded_and_idempotent(db: Database, db_url: str) -> No
 
 
 def test_a_database_of_schema_2_is_brought_up_to_date(db: Database, db_url: str) -> None:
-    """As an o11n of before artifacts, agents, services and the action cache left it: the later columns and
-    tables absent, version 2 recorded."""
+    """As an o11n of before artifacts, agents, services and the action cache left it: the
+    later columns and tables absent, version 2 recorded."""
     from sqlalchemy import inspect, text
 
     with db.write_engine.begin() as conn:
