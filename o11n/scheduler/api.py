@@ -27,6 +27,7 @@ from o11n.scheduler.schemas import (
     TenantList,
     TenantOut,
 )
+from o11n.store.cost import attempt_uses
 from o11n.store.jobs import JobFilter
 
 router = APIRouter()
@@ -60,6 +61,7 @@ async def healthz(sched: Sched) -> Health:
 @router.get("/metrics", tags=["service"], response_class=Response)
 async def metrics(sched: Sched) -> Response:
     """Prometheus metrics."""
+    sched.metrics.add_costs(await sched.db.read(attempt_uses, sched.metrics.cost_counted_until))
     return Response(sched.metrics.render(), media_type="text/plain; version=0.0.4")
 
 

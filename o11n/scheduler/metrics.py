@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from o11n.core.cost import AttemptUse
 from o11n.core.jobs import Event
 from o11n.core.states import JobState
 
@@ -45,8 +46,23 @@ class Metrics:
             "Attempts whose lease ran out (the worker vanished or stalled).",
             registry=self.registry,
         )
+        self.cost = Counter(
+            "o11n_cost",
+            "What ended attempts cost (runtime times the worker's price share), by tenant.",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self.cost_counted_until = 0.0  # attempts that ended by then are in `cost`
         for state in JobState:
             self.jobs.labels(state.value)
+
+    def add_costs(self, uses: Iterable[AttemptUse]) -> None:
+        """Count the cost of attempts that ended after the ones counted so far."""
+        counted = self.cost_counted_until
+        for use in uses:
+            if use.ended_at > counted:
+                self.cost.labels(use.tenant).inc(use.cost)
+                self.cost_counted_until = max(self.cost_counted_until, use.ended_at)
 
     def load_counts(self, counts: dict[str, int]) -> None:
         """Start the per-state gauge from the store's counts."""

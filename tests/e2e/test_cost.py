@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 from o11n.client import Client
@@ -35,3 +36,6 @@ def test_cost_report_prices_attempts_by_their_worker(
     assert found["total"] == pytest.approx(expected)
     table = run_cli(server.url, server.token, "cost", "report").stdout
     assert "default" in table and "total" in table
+    metrics = httpx.get(server.url + "/metrics").text
+    (line,) = [x for x in metrics.splitlines() if x.startswith('o11n_cost_total{tenant="default"}')]
+    assert float(line.split()[-1]) == pytest.approx(expected)
