@@ -18,6 +18,11 @@ class SqliteSync(StrEnum):
     normal = "normal"
 
 
+class Provider(StrEnum):
+    local = "local"
+    kubernetes = "kubernetes"
+
+
 class UnknownProperties(StrEnum):
     require = "require"
     ignore = "ignore"
@@ -85,6 +90,15 @@ def server(
         help="An instance catalog (YAML): start o11n workers on this machine for demand no "
         "worker can serve, and stop them when idle.",
     ),
+    autoscale_provider: Provider = typer.Option(
+        Provider.local,
+        help="local: o11n worker processes here; kubernetes: worker Pods (in-cluster config).",
+    ),
+    kube_namespace: str = typer.Option("o11n", help="Namespace of the worker Pods."),
+    kube_image: str = typer.Option("o11n:latest", help="Image of the worker Pods."),
+    kube_server_url: str = typer.Option(
+        "http://o11n-scheduler:8787", help="The scheduler's URL as worker Pods reach it."
+    ),
     reapi_port: int = typer.Option(
         None, help="Serve the Bazel Remote Execution API (gRPC) on this port (0: any free one)."
     ),
@@ -115,6 +129,10 @@ def server(
         reapi,
         parse_size(cas_cap) if cas_cap is not None else None,
         autoscale,
+        autoscale_provider.value,
+        kube_namespace,
+        kube_image,
+        kube_server_url,
     )
     if autoscale is not None:
         from o11n.autoscale.catalog import load_catalog

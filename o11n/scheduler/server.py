@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from o11n.autoscale.catalog import load_catalog
 from o11n.autoscale.local import LocalProvider
 from o11n.autoscale.pool import ElasticPool
+from o11n.autoscale.providers import Provider
 from o11n.cas.store import CasStore
 from o11n.reapi.server import ReapiConfig, ReapiServer
 from o11n.scheduler.app import create_app
@@ -39,7 +40,11 @@ class ServerConfig:
     sqlite_sync: str = "full"
     reapi: ReapiConfig | None = None
     cas_cap_bytes: int | None = None  # the content-addressed store's size cap (LRU eviction)
-    autoscale: Path | None = None  # an instance catalog: workers on demand (local provider)
+    autoscale: Path | None = None  # an instance catalog: workers on demand
+    autoscale_provider: str = "local"  # or "kubernetes" (worker Pods, in-cluster config)
+    kube_namespace: str = "o11n"
+    kube_image: str = "o11n:latest"
+    kube_server_url: str = "http://o11n-scheduler:8787"  # the scheduler, as Pods reach it
 
 
 def data_dir_default() -> Path:
@@ -127,12 +132,20 @@ def server_port(server: uvicorn.Server, config: ServerConfig) -> int:
 async def _start_pool(
     app: FastAPI, scheduler: Scheduler, config: ServerConfig, url: str
 ) -> ElasticPool:
-    """The autoscaler with the local provider: `o11n worker`s started on this machine."""
+    """The autoscaler: `o11n worker`s started on this machine (local), or worker Pods."""
     assert config.autoscale is not None
     catalog = load_catalog(config.autoscale)
-    provider = LocalProvider(
-        url, await scheduler.new_worker_token(), config.data_dir / "autoscale", scheduler.clock
-    )
+    provider: Provider
+    if config.autoscale_provider == "kubernetes":
+        from o11n.autoscale.kubernetes import KubernetesProvider, KubernetesSettings
+
+        settings = KubernetesSettings(
+            config.kube_server_url, namespace=config.kube_namespace, image=config.kube_image
+        )
+        provider = KubernetesProvider(settings, clock=scheduler.clock)
+    else:
+        token = await scheduler.new_worker_token()
+        provider = LocalProvider(url, token, config.data_dir / "autoscale", scheduler.clock)
     pool = ElasticPool(scheduler, catalog, provider)
     app.state.autoscale = pool
     await pool.start()
