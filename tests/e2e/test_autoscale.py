@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from o11n.client import Client
 from tests.e2e.conftest import StartServer
-from tests.servers import ServerProcess, run_cli, running, wait_for
+from tests.servers import ServerProcess, free_port, run_cli, running, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CATALOG = """
 currency: CNY
@@ -99,3 +105,50 @@ def _worker_pid(name: str) -> int | None:
             if b"worker" in argv and name.encode() in argv and running(int(entry.name)):
                 return int(entry.name)
     return None
+
+
+def test_o11n_up_with_the_example_catalog_scales_from_zero_and_back(tmp_path: Path) -> None:
+    """The issue's "done when": `o11n up --autoscale examples/autoscale/local.yaml`."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("O11N_")}
+    data = tmp_path / "data"
+    up = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "o11n", "up", "--port", str(port), "--data", str(data)),
+            *("--autoscale", str(ROOT / "examples" / "autoscale" / "local.yaml")),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: (data / "admin-token").exists() and _healthy(url), 30, "up started")
+        env |= {"O11N_SERVER": url, "O11N_TOKEN": (data / "admin-token").read_text().strip()}
+        with Client(url, env["O11N_TOKEN"]) as api:
+            assert api.workers() == []
+        ran = subprocess.run(
+            [
+                *(sys.executable, "-m", "o11n", "submit", "--tag", "pool=elastic", "--wait"),
+                *("--", "sh", "-c", "echo ran on $O11N_WORKER"),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout.strip() == "ran on elastic-1"
+        with Client(url, env["O11N_TOKEN"]) as api:
+            wait_for(lambda: status(api)["instances"][0]["stopped_at"], 60, "the idle stop")
+        wait_for(lambda: _worker_pid("elastic-1") is None, 60, "the worker process exited")
+    finally:
+        up.terminate()
+        up.wait(30)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/healthz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
