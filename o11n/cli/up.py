@@ -163,6 +163,7 @@ def _start_workers(
 
 def _announce(url: str, token: str, data_dir: Path, count: int, reapi: str | None) -> None:
     print(f"o11n is up at {url}: a scheduler and {count} worker{'s' * (count != 1)}")
+    print(f"dashboard: {url}/  (sign in with the admin token below)")
     if reapi:
         print(f"Remote Execution API: bazel build --remote_executor={reapi} ...")
     print(f"admin token: {token}  (also in {data_dir / 'admin-token'})")

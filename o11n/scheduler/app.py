@@ -104,11 +104,13 @@ def create_app(scheduler: Scheduler, cas: CasStore, *, manage_lifecycle: bool = 
         cost_api,
         pipeline_api,
         service_api,
+        ui_api,
         watch,
         worker_api,
     )
     from o11n.scheduler.pipelines import PipelineRunner
     from o11n.scheduler.services import ServiceManager
+    from o11n.ui import routes as ui_routes
 
     runner = PipelineRunner(scheduler, cas)
     services = ServiceManager(scheduler)
@@ -165,4 +167,6 @@ def create_app(scheduler: Scheduler, cas: CasStore, *, manage_lifecycle: bool = 
     app.include_router(service_api.router)
     app.include_router(cost_api.router)
     app.include_router(autoscale_api.router)
+    app.include_router(ui_api.router)
+    app.include_router(ui_routes.router)
     return app

@@ -1,0 +1,1 @@
+"""The web dashboard: static pages served by the scheduler, talking to its HTTP API."""

@@ -1,0 +1,93 @@
+"""A real headless Chromium driven by Playwright, signed in to a real scheduler.
+
+Debian's `/usr/bin/chromium` is used (Playwright's own browser download cannot work
+offline; `.ci/install-browser` installs it). Without it or Playwright the browser tests
+are skipped, except under CI=true, where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import StartServer, StartWorker, start_server, start_worker
+from tests.servers import ServerProcess
+
+__all__ = ["start_server", "start_worker"]  # the e2e factories, used here too
+
+CHROMIUM = os.environ.get("O11N_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: run .ci/install-browser)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the session (Playwright makes a fresh profile for it)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright is not installed: pip install playwright")
+    if not shutil.which(CHROMIUM):
+        _unavailable(f"no Chromium at {CHROMIUM}: apt-get install chromium")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh browser context (empty session storage) and page, 1440x900 like a laptop.
+    Errors the page's scripts throw fail the test."""
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.set_default_timeout(20_000)
+    yield page
+    context.close()
+    assert not errors, f"the page threw: {errors}"
+
+
+@pytest.fixture
+def pool(start_server: StartServer, start_worker: StartWorker) -> ServerProcess:
+    """A scheduler with two workers of two cores each."""
+    server = start_server()
+    start_worker(server, "w1", cpus=2)
+    start_worker(server, "w2", cpus=2)
+    return server
+
+
+def sign_in(page: Any, server: ServerProcess, token: str | None = None) -> None:
+    """Open the dashboard and sign in with `token` (default: the admin's)."""
+    page.goto(server.url + "/")
+    page.get_by_label("API token").fill(token or server.token)
+    page.get_by_role("button", name="Sign in").click()
+    page.locator("#who").filter(has_text="admin" if token is None else "").wait_for()
+
+
+def screenshot(page: Any, name: str) -> Path:
+    """Save the page as docs/screenshots/NAME.png for the README."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=False)
+    return path
