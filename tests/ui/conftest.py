@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import StartServer, StartWorker, start_server, start_worker
+from tests.e2e.conftest import pool, start_server, start_worker
 from tests.servers import ServerProcess
 
-__all__ = ["start_server", "start_worker"]  # the e2e factories, used here too
+__all__ = ["pool", "start_server", "start_worker"]  # the e2e fixtures, used here too
 
 CHROMIUM = os.environ.get("O11N_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -66,15 +66,6 @@ def page(browser: Any) -> Iterator[Any]:
     yield page
     context.close()
     assert not errors, f"the page threw: {errors}"
-
-
-@pytest.fixture
-def pool(start_server: StartServer, start_worker: StartWorker) -> ServerProcess:
-    """A scheduler with two workers of two cores each."""
-    server = start_server()
-    start_worker(server, "w1", cpus=2)
-    start_worker(server, "w2", cpus=2)
-    return server
 
 
 def sign_in(page: Any, server: ServerProcess, token: str | None = None) -> None:
