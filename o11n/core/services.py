@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
@@ -22,6 +23,9 @@ from o11n.errors import BadRequest
 ServiceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9\-]{0,62}$")]
 PortName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,31}$")]
 MAX_INSTANCES = 1000
+PORT_ENV_PREFIX = "PORT_"  # a task's job carries each host port as PORT_<NAME>
+HOST_IP_ENV = "O11N_HOST_IP"  # ... its agent's address
+SERVICE_ENV = "O11N_SERVICE"  # ... and its service's namespace/name
 
 
 class PortSpec(Model):
@@ -106,3 +110,14 @@ class ServiceSpec(Model):
         body = self.model_dump(mode="json", exclude={"instances"})
         text = json.dumps(body, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def task_ports(env: Mapping[str, str]) -> dict[str, int]:
+    """A service task's host ports by name, read from its job's env; none for other jobs."""
+    if SERVICE_ENV not in env:
+        return {}
+    return {
+        name.removeprefix(PORT_ENV_PREFIX): int(port)
+        for name, port in env.items()
+        if name.startswith(PORT_ENV_PREFIX) and port.isdigit()
+    }

@@ -22,7 +22,13 @@ from typing import Any
 from o11n.core.constraints import AgentView, Constraints, LiveTask, Placement, why_unplaceable
 from o11n.core.jobs import MAX_TIMEOUT_S, Event, JobSpec, RetryPolicy
 from o11n.core.matching import ResourceKey, fits, subtract
-from o11n.core.services import ServiceSpec
+from o11n.core.services import (
+    HOST_IP_ENV,
+    PORT_ENV_PREFIX,
+    SERVICE_ENV,
+    ServiceSpec,
+    task_ports,
+)
 from o11n.core.states import JobState
 from o11n.errors import Conflict, NotFound, O11nError
 from o11n.scheduler.auth import Principal
@@ -131,8 +137,8 @@ class ServiceManager:
                     job.labels.get(VERSION, ""),
                     "running" if job.state is JobState.RUNNING else "starting",
                     job.tags.get("hostname"),
-                    job.env.get("O11N_HOST_IP"),
-                    {k[5:]: int(v) for k, v in job.env.items() if k.startswith("PORT_")},
+                    job.env.get(HOST_IP_ENV),
+                    task_ports(job.env),
                     job.id,
                 )
                 self._by_job[job.id] = (svc.key, index)
@@ -381,9 +387,9 @@ class ServiceManager:
         spec = svc.spec
         env = {
             **spec.env,
-            **{f"PORT_{name}": str(port) for name, port in task.ports.items()},
-            "O11N_HOST_IP": worker.address,
-            "O11N_SERVICE": svc.key,
+            **{f"{PORT_ENV_PREFIX}{name}": str(port) for name, port in task.ports.items()},
+            HOST_IP_ENV: worker.address,
+            SERVICE_ENV: svc.key,
             "O11N_TASK": str(task.index),
         }
         job = JobSpec(

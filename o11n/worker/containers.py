@@ -8,7 +8,9 @@ the job as `error` with the registry's own message, read from the pull
 stream. The attempt's work directory is bind-mounted at the same path and is
 the working directory. CPU and memory requests become limits, pids are
 limited, the network is off unless the job asks for it, nothing is
-privileged, and the root file system is read-only with a writable `/tmp`.
+privileged, and the root file system is read-only with a writable `/tmp`. A
+service task's host ports are published on its agent's address (the same number
+inside), so it is reachable where the scheduler says it is.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import contextlib
 import fnmatch
 import logging
 import os
+import secrets
 import signal
 import socket
 import threading
@@ -34,12 +37,14 @@ from docker.models.containers import Container
 from docker.utils import kwargs_from_env
 from docker.utils.socket import STDERR, frames_iter
 
+from o11n.core.services import HOST_IP_ENV, task_ports
 from o11n.worker.executor import (
     Attempt,
     Ended,
     Output,
     command_parts,
     job_env,
+    run_dir_of,
     wait_or_stop,
 )
 
@@ -65,7 +70,11 @@ class ContainerConfig:
 
 
 WarmKey = tuple[str, float, int, bool, str]  # image, cpu, memory, network, mount root
-EXIT_WRAPPER = ["/bin/sh", "-c", 'exit_file=$1; shift; "$@"; echo $? > "$exit_file"', "o11n"]
+# After the command, an end line on both streams: `<end><exit code>`. Podman 4.3 forgets
+# an ended exec (no exit code) and closes its stream ~40 ms after the command exits;
+# the end lines carry the code and show that all of the output has come.
+ENDING_SCRIPT = 'end=$1; shift; "$@"; set -- "$end$?"; echo "$1"; echo "$1" >&2'
+EXEC_WRAPPER = ["/bin/sh", "-c", ENDING_SCRIPT, "o11n"]
 IDLE_COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait; done"]
 
 
@@ -136,7 +145,7 @@ class ContainerRunner:
             return self._error(f"cannot pull {image}: {exc}")
         except docker.errors.DockerException as exc:
             return self._error(f"the container engine failed: {exc}")
-        if self.config.reuse:
+        if self.config.reuse and not task_ports(attempt.spec.env):  # ports are its own
             return await self._run_warm(image, cwd, attempt, logs, stop, on_start)
         try:
             container = await self._call(self._create, image, cwd, attempt)
@@ -220,10 +229,10 @@ class ContainerRunner:
         options: dict[str, Any] = {
             "command": command or command_parts(spec.command),
             "environment": {} if command else _env(attempt),
-            "working_dir": str(root if command else cwd),
+            "working_dir": str(root if command else run_dir_of(cwd, spec)),
             "volumes": {str(root): {"bind": str(root), "mode": "rw"}},
             "user": f"{os.getuid()}:{os.getgid()}",
-            "network_mode": "bridge" if spec.network else "none",
+            **_network(attempt),
             "pids_limit": PIDS_LIMIT,
             "read_only": True,
             "tmpfs": {"/tmp": "rw,size=256m"},
@@ -264,8 +273,7 @@ class ContainerRunner:
         status = await waited
         await asyncio.gather(*readers, return_exceptions=True)
         code = int(status.get("StatusCode", -1))
-        state = (await self._call(self.client.api.inspect_container, container.id))["State"]
-        if state.get("OOMKilled") and kind is None:
+        if kind is None and await self._oom_killed(container):
             limit = attempt.spec.resources.memory
             kind, reason = "failure", f"out of memory: killed at its {limit}-byte limit"
         signal_number = code - 128 if code > 128 else None
@@ -370,39 +378,35 @@ class ContainerRunner:
         """The attempt as an exec; whether its container is still clean afterwards."""
         api = self.client.api
         user = f"{os.getuid()}:{os.getgid()}"
-        status = cwd.parent / f".o11n-exit-{cwd.name}"  # podman may forget an ended exec
-        status.unlink(missing_ok=True)
+        end = f"\036o11n-end-{secrets.token_hex(8)}:"  # no output can fake it
         try:
             made = await self._call(
                 api.exec_create,
                 warm.container.id,
-                [*EXIT_WRAPPER, str(status), *command_parts(attempt.spec.command)],
+                [*EXEC_WRAPPER, end, *command_parts(attempt.spec.command)],
                 environment=_env(attempt),
-                workdir=str(cwd),
+                workdir=str(run_dir_of(cwd, attempt.spec)),
                 user=user,
             )
         except docker.errors.DockerException as exc:
             return self._error(f"cannot run in the container: {_explain(exc)}"), False
         exec_id = made["Id"]
         loop = asyncio.get_running_loop()
-        copied: asyncio.Future[Any] = loop.run_in_executor(
-            self._threads, self._copy_exec, exec_id, logs, loop
+        copied: asyncio.Future[int | None] = loop.run_in_executor(
+            self._threads, self._copy_exec, exec_id, end.encode(), logs, loop
         )
         started_at = self.clock()
         on_start(started_at)
         kind, reason = await wait_or_stop(copied, stop, attempt.spec.timeout)
         if kind is not None:
             await self._kill_exec(exec_id, copied)
-            status.unlink(missing_ok=True)
             return Ended(None, None, kind, reason, started_at, self.clock()), False
-        with contextlib.suppress(Exception):
-            await copied
         try:
-            code = int(status.read_text().strip())
-        except (OSError, ValueError):  # the container itself died under the command
+            code = await copied
+        except Exception:  # the engine broke the stream
+            code = None
+        if code is None:  # no end line: the container itself died under the command
             return await self._died(warm, started_at), False
-        finally:
-            status.unlink(missing_ok=True)
         if code == 137:  # SIGKILL from inside: the memory limit, most likely
             reason = "killed (SIGKILL): out of memory at its limit, most likely"
             return Ended(code, 9, "failure", reason, started_at, self.clock()), False
@@ -412,23 +416,41 @@ class ContainerRunner:
 
     async def _died(self, warm: Warm, started_at: float) -> Ended:
         """How an attempt ended whose container died before the command did."""
-        try:
-            info = await self._call(self.client.api.inspect_container, warm.container.id)
-        except docker.errors.DockerException:
-            info = {}
-        if info.get("State", {}).get("OOMKilled"):
+        if await self._oom_killed(warm.container):
             reason = "out of memory: the container was killed at its memory limit"
             return Ended(137, 9, "failure", reason, started_at, self.clock())
         return self._error("the container ended before the command did")
 
-    def _copy_exec(self, exec_id: str, logs: Output, loop: asyncio.AbstractEventLoop) -> None:
-        """Follow an exec's output, stdout and stderr apart, into the log (a thread). The
-        raw socket is read (and closed) here: the SDK's stream would leave it open."""
+    async def _oom_killed(self, container: Container) -> bool:
+        """Did the memory limit kill the container? No when the engine no longer has it
+        (removed meanwhile, e.g. with its image)."""
+        try:
+            info = await self._call(self.client.api.inspect_container, container.id)
+        except docker.errors.DockerException:
+            return False
+        return bool(info.get("State", {}).get("OOMKilled"))
+
+    def _copy_exec(
+        self, exec_id: str, end: bytes, logs: Output, loop: asyncio.AbstractEventLoop
+    ) -> int | None:
+        """Follow an exec's output, stdout and stderr apart, into the log (a thread), up
+        to the end lines; the exit code they carry, None without them. The raw socket is
+        read (and closed) here: the SDK's stream would leave it open."""
+
+        def write(name: str, data: bytes) -> None:
+            if data:
+                asyncio.run_coroutine_threadsafe(logs.write(name, data), loop).result()
+
+        ends = {"stdout": _EndLine(end), "stderr": _EndLine(end)}
         sock = self.client.api.exec_start(exec_id, socket=True)
         try:
             for stream, chunk in frames_iter(sock, tty=False):  # type: ignore[no-untyped-call]
                 name = "stderr" if stream == STDERR else "stdout"
-                asyncio.run_coroutine_threadsafe(logs.write(name, chunk), loop).result()
+                write(name, ends[name].feed(chunk))
+                if all(e.code is not None for e in ends.values()):
+                    break  # all the output has come: no need to wait for podman's close
+            for name, line in ends.items():
+                write(name, line.held)  # the stream ended: what was held back was output
         finally:
             response = getattr(sock, "_response", None)  # it holds the socket's file
             if response is not None:
@@ -437,6 +459,7 @@ class ContainerRunner:
             raw = getattr(sock, "_sock", None)
             if raw is not None:
                 raw.close()
+        return ends["stdout"].code if ends["stdout"].code is not None else ends["stderr"].code
 
     async def _kill_exec(self, exec_id: str, copied: asyncio.Future[Any]) -> None:
         """SIGTERM the exec's host process, SIGKILL after the grace (the API cannot)."""
@@ -467,6 +490,40 @@ class ContainerRunner:
         if self._client is not None:
             self._client.close()
         self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+class _EndLine:
+    """Finds the exec wrapper's end line in one output stream: what precedes it is the
+    command's output; a tail that may be the start of one is held back meanwhile."""
+
+    def __init__(self, end: bytes) -> None:
+        self.end = end  # `\036` and a random token: it appears nowhere else
+        self.held = b""
+        self.code: int | None = None  # once the end line has come whole
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The command's output in `chunk` and what was held back before it."""
+        if self.code is not None:
+            return b""  # after its end: a background process's, dropped as podman does
+        data = self.held + chunk
+        at = data.find(self.end)
+        if at < 0:
+            at = _start_of(data, self.end)
+            self.held = data[at:]
+            return data[:at]
+        code, newline, _ = data[at + len(self.end) :].partition(b"\n")
+        if newline:
+            self.code, self.held = (int(code) if code.isdigit() else -1), b""
+        else:
+            self.held = data[at:]
+        return data[:at]
+
+
+def _start_of(data: bytes, end: bytes) -> int:
+    """Where a tail of `data` that could begin `end` starts (`len(data)` when none can):
+    `end` holds its first byte only once, so that is the last such byte."""
+    at = data.rfind(end[:1], max(0, len(data) - len(end) + 1))
+    return at if at >= 0 and end.startswith(data[at:]) else len(data)
 
 
 class _Deadline:
@@ -508,6 +565,18 @@ def _env(attempt: Attempt) -> dict[str, str]:
     """The job's env and O11N_* (not the worker's own environment)."""
     spec = attempt.spec
     return {k: v for k, v in job_env(attempt).items() if k in spec.env or k.startswith("O11N_")}
+
+
+def _network(attempt: Attempt) -> dict[str, Any]:
+    """No network unless the job asks for one. A service task's ports are published on
+    its agent's address, as the same port inside, so `$PORT_<NAME>` works in there too
+    (a container has to have a network for its ports to be reachable)."""
+    ports = task_ports(attempt.spec.env)
+    if not ports:
+        return {"network_mode": "bridge" if attempt.spec.network else "none"}
+    host_ip = attempt.spec.env.get(HOST_IP_ENV)
+    published = {f"{port}/tcp": (host_ip, port) if host_ip else port for port in ports.values()}
+    return {"network_mode": "bridge", "ports": published}
 
 
 def _explain(exc: docker.errors.DockerException) -> str:

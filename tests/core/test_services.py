@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from o11n.core.services import ServiceSpec
+from o11n.core.services import ServiceSpec, task_ports
 
 BASE: dict[str, Any] = {"name": "distcc", "namespace": "build", "command": "distccd"}
 
@@ -54,3 +54,10 @@ def test_bad_service_files_are_refused_with_the_reason(
 ) -> None:
     with pytest.raises(ValidationError, match=message):
         spec(**fields)
+
+
+def test_task_ports_are_read_from_a_task_jobs_env_only() -> None:
+    env = {"O11N_SERVICE": "build/distcc", "PORT_SERVICE": "31000", "PORT_STATS": "31001"}
+    assert task_ports(env) == {"SERVICE": 31000, "STATS": 31001}
+    assert task_ports({"PORT_X": "80"}) == {}  # not a service task: its own variables
+    assert task_ports({"O11N_SERVICE": "a/b", "PORT_BAD": "eighty"}) == {}

@@ -196,3 +196,31 @@ async def test_concurrent_pulls_of_one_image_are_one_pull(tmp_path: Path) -> Non
         assert pulls == [BUSYBOX2]
     finally:
         runner.close()
+
+
+async def test_an_actions_workdir_and_outputs_in_a_container(
+    tmp_path: Path, runner: ContainerRunner
+) -> None:
+    """A build action (REAPI's working_directory, outputs whatever the exit code) runs in
+    its folder of the mounted work directory, in both modes."""
+    job = attempt(
+        "pwd; echo made > out/result.txt; exit 2",
+        workdir="pkg/sub",
+        outputs=["out/result.txt"],
+        outputs_mode="action",
+    )
+    ended, out = await run(tmp_path, runner, job)
+    assert (ended.exit_code, ended.kind) == (2, None), ended
+    assert out.text().strip().endswith("/job-7-1/pkg/sub")
+
+
+async def test_output_that_looks_like_the_end_line_is_kept(
+    tmp_path: Path, runner: ContainerRunner
+) -> None:
+    """The warm exec's end line is `\\036` and a random token: a command that prints the
+    separator byte, or a line like an end line, keeps its output and its exit code."""
+    ended, out = await run(
+        tmp_path, runner, attempt(r"printf 'a\036o11n-end-0:0\nb\036'; printf '\036' >&2; exit 5")
+    )
+    assert (ended.exit_code, ended.kind) == (5, None), ended
+    assert out.text() == "a\x1eo11n-end-0:0\nb\x1e" and out.text("stderr") == "\x1e"
