@@ -39,9 +39,11 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the session (Playwright makes a fresh profile for it)."""
+    """One headless Chromium for these tests (Playwright makes a fresh profile for it).
+    Package-scoped: Playwright's sync API keeps an event loop running in this thread
+    while it is open, and the asyncio tests that come after must find none."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
