@@ -18,7 +18,7 @@ from o11n.core.capacity import InstanceType, SpotStrategy
 from o11n.core.jobs import Model, Seconds, Size
 from o11n.core.units import parse_size
 from o11n.errors import BadRequest, SpecError
-from o11n.pipeline.loader import load_model
+from o11n.pipeline.loader import load_model, read_spec
 
 TRACE_HEADER = ("submit_s", "cpu", "memory", "duration_s", "tags", "tenant")
 
@@ -115,13 +115,7 @@ class Catalog:
 
 def load_catalog(path: Path) -> Catalog:
     """The catalog in a YAML file; SpecError (file:line:column) when it is wrong."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(
-            f"cannot read the catalog: {exc.strerror or exc}", str(path), 1, 1
-        ) from None
-    return parse_catalog(text, str(path))
+    return parse_catalog(read_spec(path, "catalog"), str(path))
 
 
 def parse_catalog(text: str, file: str = "<catalog>") -> Catalog:
@@ -177,12 +171,7 @@ class TraceJob:
 
 def load_trace(path: Path) -> list[TraceJob]:
     """The jobs of a trace CSV, in submit order; SpecError (file:line) when it is wrong."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        why = exc.strerror or exc
-        raise SpecError(f"cannot read the trace: {why}", str(path), 1, 1) from None
-    return parse_trace(text, str(path))
+    return parse_trace(read_spec(path, "trace"), str(path))
 
 
 def parse_trace(text: str, file: str = "<trace>") -> list[TraceJob]:

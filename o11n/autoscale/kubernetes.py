@@ -37,7 +37,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from o11n.core.capacity import MAX_CANDIDATES, Instance, InstanceType, Launch, OutOfStock
+from o11n.core.capacity import MAX_CANDIDATES, Instance, InstanceType, Launch, OutOfStock, started
 
 ECI = "k8s.aliyun.com/"
 WORKER_LABELS = {
@@ -251,17 +251,13 @@ class KubernetesProvider:
 
     def _instance(self, launch: Launch, worker: str, pod: k8s.V1Pod | None) -> Instance:
         kind = _placed_type(launch.candidates, pod)
-        spot = launch.spot_strategy != "none" and kind.spot_price is not None
-        now = self.clock()
-        return Instance(
+        return started(
+            launch,
+            kind,
             id=pod_name(worker),
-            type=kind,
-            zone=kind.zones[0] if kind.zones else "",
-            spot=spot,
-            hourly_price=kind.hourly(spot),
-            started_at=now,
-            protected_until=now + (launch.spot_duration_s if spot else 0.0),
             worker=worker,
+            zone=kind.zones[0] if kind.zones else "",
+            now=self.clock(),
             labels={"namespace": self.settings.namespace, "placed": str(pod is not None)},
         )
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from o11n.core.capacity import Instance, Launch
+from o11n.core.capacity import Instance, Launch, started
 
 STOP_GRACE_S = 30.0
 
@@ -39,7 +39,6 @@ class LocalProvider:
     async def start(self, launch: Launch, worker: str) -> Instance:
         """Start a worker of the first candidate type."""
         kind = launch.candidates[0]
-        spot = launch.spot_strategy != "none" and kind.spot_price is not None
         folder = self.root / worker
         folder.mkdir(parents=True, exist_ok=True)
         tags = [f"--tag={k}={v}" for k, v in (*kind.tags, *launch.tags)]
@@ -56,16 +55,13 @@ class LocalProvider:
                 argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         self._procs[worker] = proc
-        now = self.clock()
-        return Instance(
+        return started(
+            launch,
+            kind,
             id=worker,
-            type=kind,
-            zone=kind.zones[0] if kind.zones else "local",
-            spot=spot,
-            hourly_price=kind.hourly(spot),
-            started_at=now,
-            protected_until=now + (launch.spot_duration_s if spot else 0.0),
             worker=worker,
+            zone=kind.zones[0] if kind.zones else "local",
+            now=self.clock(),
             labels={"pid": str(proc.pid)},
         )
 
@@ -97,15 +93,3 @@ class LocalProvider:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             self._reclaimed.append(worker)
-
-    async def close(self) -> None:
-        """Stop every worker (the scheduler is shutting down)."""
-        for proc in list(self._procs.values()):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in list(self._procs.values()):
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                await asyncio.to_thread(proc.wait, self.drain_timeout_s + STOP_GRACE_S)
-            if proc.poll() is None:
-                proc.kill()
-        self._procs.clear()

@@ -18,11 +18,10 @@ from o11n.core.autoscale import (
     Autoscaler,
     Demand,
     Running,
-    strategy_price,
     type_tags,
 )
-from o11n.core.capacity import Instance, InstanceType, Launch
-from o11n.core.matching import QueueIndex, ResourceKey, Tags, as_tags, subtract
+from o11n.core.capacity import Instance, InstanceType, Launch, started
+from o11n.core.matching import QueueIndex, ResourceKey, Tags, add, as_tags, subtract
 from o11n.core.units import parse_size
 from o11n.errors import BadRequest
 
@@ -203,7 +202,7 @@ class Simulation:
         job, machine = self.jobs[job_id], self.machines.get(instance_id)
         if job.attempt != attempt or machine is None:
             return  # the attempt was lost with its instance
-        machine.free = _add(machine.free, machine.running.pop(job_id))
+        machine.free = add(machine.free, machine.running.pop(job_id))
         job.done = True
         self.finished += 1
         self.served[machine.instance.type.name] += 1
@@ -292,19 +291,16 @@ class Simulation:
 
     def _start(self, launch: Launch, ready: float) -> None:
         kind = launch.candidates[0]  # the simulated cloud always has the first in stock
-        spot = launch.spot_strategy != "none"
-        price = strategy_price(kind, launch.spot_strategy) or 0.0
         self.started += 1
-        instance = Instance(
+        instance = started(
+            launch,
+            kind,
             id=f"i-{self.started}",
-            type=kind,
-            zone=kind.zones[0] if kind.zones else "",
-            spot=spot,
-            hourly_price=price,
-            started_at=self.now,
-            protected_until=self.now + (launch.spot_duration_s if spot else 0.0),
             worker=f"sim-{self.started}",
+            zone=kind.zones[0] if kind.zones else "",
+            now=self.now,
         )
+        spot = instance.spot
         resources = (kind.cpu, kind.memory, kind.gpu)
         machine = _Machine(instance, ready, as_tags(type_tags(kind)), resources)
         self.machines[instance.id] = machine
@@ -351,10 +347,6 @@ class Simulation:
 
 def _resources(job: TraceJob) -> ResourceKey:
     return (job.cpu, job.memory, 0)
-
-
-def _add(free: ResourceKey, back: ResourceKey) -> ResourceKey:
-    return (free[0] + back[0], free[1] + back[1], free[2] + back[2])
 
 
 def percentile(values: list[float], pct: float) -> float:

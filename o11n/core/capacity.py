@@ -60,5 +60,31 @@ class Instance:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+def started(
+    launch: Launch,
+    kind: InstanceType,
+    *,
+    id: str,
+    worker: str,
+    zone: str,
+    now: float,
+    labels: dict[str, str] | None = None,
+) -> Instance:
+    """The instance a launch got as `kind`: spot when the launch asks for it and the type
+    has a spot price, priced accordingly, protected for the launch's spot duration."""
+    spot = launch.spot_strategy != "none" and kind.spot_price is not None
+    return Instance(
+        id=id,
+        type=kind,
+        zone=zone,
+        spot=spot,
+        hourly_price=kind.hourly(spot),
+        started_at=now,
+        protected_until=now + (launch.spot_duration_s if spot else 0.0),
+        worker=worker,
+        labels=labels or {},
+    )
+
+
 class OutOfStock(Exception):
     """The provider has none of this type (in this zone) right now: try the next one."""

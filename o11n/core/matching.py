@@ -42,6 +42,11 @@ def admits(constraints: Constraints, tags: Tags) -> bool:
     return check(constraints, agent, "", (), ()) is None
 
 
+def add(a: ResourceKey, b: ResourceKey) -> ResourceKey:
+    """Both together (resources given back, or reserved on top)."""
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])
+
+
 def subtract(free: ResourceKey, need: ResourceKey) -> ResourceKey:
     """What stays free after `need` is taken."""
     return (free[0] - need[0], free[1] - need[1], free[2] - need[2])

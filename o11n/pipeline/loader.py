@@ -18,15 +18,17 @@ Marks = dict[Path_, tuple[int, int]]
 M = TypeVar("M", bound=BaseModel)
 
 
+def read_spec(path: Path, what: str) -> str:
+    """A spec file's text; SpecError naming the file when it cannot be read."""
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise SpecError(f"cannot read the {what}: {exc.strerror or exc}", str(path), 1, 1) from None
+
+
 def load_file(path: Path) -> Pipeline:
     """The pipeline in a file."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(
-            f"cannot read the pipeline: {exc.strerror or exc}", str(path), 1, 1
-        ) from None
-    return load(text, str(path))
+    return load(read_spec(path, "pipeline"), str(path))
 
 
 def load(text: str, file: str = "<pipeline>") -> Pipeline:

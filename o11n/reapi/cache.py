@@ -43,9 +43,7 @@ class ActionCache:
         """The cached result of an action, if its blobs are all still stored."""
         data = await self.db.read(self.store.get, instance, action.hash)
         result = None if data is None else _parse(data)
-        if result is not None and await self.blobs.missing(
-            await asyncio.to_thread(self._referenced, result)
-        ):
+        if result is not None and await self._lost_blobs(instance, action.hash, result):
             await self.db.write(self.store.drop, instance, action.hash)
             self._needs.pop((instance, action.hash), None)
             result = None
@@ -60,7 +58,7 @@ class ActionCache:
         digests.checked(action, "action digest")
         data = result.SerializeToString(deterministic=True)
         referenced = await asyncio.to_thread(self._referenced, result)
-        self._needs[(instance, action.hash)] = frozenset(d.hash for d in referenced)
+        self._needs[(instance, action.hash)] = _stored(referenced)
         missing = await self.blobs.missing(referenced)  # never stored, or evicted just now
         if missing:
             self._needs.pop((instance, action.hash), None)
@@ -68,11 +66,19 @@ class ActionCache:
         row = CachedResult(instance, action.hash, action.size_bytes, data)
         await self.db.write(self.store.put, row, self.clock())
 
+    async def _lost_blobs(self, instance: str, hash_: str, result: re_pb2.ActionResult) -> bool:
+        """Has a blob of this result left the store? Checked against the hashes learnt when
+        it was cached (no output Tree is read again on a hit)."""
+        needs = self._needs.get((instance, hash_))
+        if needs is None:
+            needs = await asyncio.to_thread(self._blobs_of, result)
+        return bool(await asyncio.to_thread(self.blobs.cas.missing, needs))
+
     def _referenced(self, result: re_pb2.ActionResult) -> list[re_pb2.Digest]:
         return result_blobs(result, self._read_or_nothing)
 
     def _blobs_of(self, result: re_pb2.ActionResult) -> frozenset[str]:
-        return frozenset(d.hash for d in self._referenced(result))
+        return _stored(self._referenced(result))
 
     def _read_or_nothing(self, digest: re_pb2.Digest) -> bytes:
         try:
@@ -83,3 +89,9 @@ class ActionCache:
 
 def _parse(data: bytes) -> re_pb2.ActionResult:
     return parse(re_pb2.ActionResult, data, "a cached result")
+
+
+def _stored(digests_: list[re_pb2.Digest]) -> frozenset[str]:
+    """The hashes of the blobs the store must hold for these digests (the empty blob is
+    never stored: it is always present)."""
+    return frozenset(d.hash for d in digests_ if d.hash != digests.EMPTY_HASH)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from o11n.core.jobs import Event, Job, JobSpec
 from o11n.core.leases import Lease, LeaseBook
-from o11n.core.matching import Match, QueueIndex, ResourceKey, as_tags, subtract
+from o11n.core.matching import Match, QueueIndex, ResourceKey, add, as_tags, subtract
 from o11n.core.ports import PortPool
 from o11n.core.retry import Outcome, after_attempt
 from o11n.core.states import JobState, transition
@@ -296,7 +296,7 @@ class Scheduler:
         the same commit) off the index and assign them to it."""
         if worker.disabled:
             return []
-        free = _add(self.free(worker), freeing)
+        free = add(self.free(worker), freeing)
         picks: list[Match] = []
         while len(picks) < max_jobs:
             match = self.index.consume(worker.tags, free)
@@ -311,7 +311,7 @@ class Scheduler:
             sum(m.resources[1] for m in picks),
             sum(m.resources[2] for m in picks),
         )
-        worker.reserved = _add(worker.reserved, taken)
+        worker.reserved = add(worker.reserved, taken)
         try:
             return await self._assign(worker, picks)
         except BaseException:
@@ -663,7 +663,3 @@ def log_message(chunk: LogChunk) -> dict[str, object]:
         "at": chunk.at,
         "data": chunk.data.decode("utf-8", errors="replace"),
     }
-
-
-def _add(a: ResourceKey, b: ResourceKey) -> ResourceKey:
-    return (a[0] + b[0], a[1] + b[1], a[2] + b[2])

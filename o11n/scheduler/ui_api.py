@@ -11,19 +11,16 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from sqlalchemy import Connection, func, select
 
 from o11n.scheduler.app import Caller, Sched
 from o11n.scheduler.auth import TENANT, Principal
 from o11n.scheduler.service import Scheduler
-from o11n.store.schema import events
+from o11n.store.activity import read_activity
 
 router = APIRouter(tags=["dashboard"])
 
 MAX_BUCKETS = 180
-MAX_EVENT_ROWS = 500_000  # a chart over more events than this shows the newest part only
 ENDED = ("succeeded", "failed", "error", "cancelled")
-CHART_STATES = ("queued", "assigned", *ENDED)
 
 
 def _scope(who: Principal) -> str | None:
@@ -143,60 +140,6 @@ def chart(
         elif state in ENDED:
             bucket.failed += state != "cancelled"
     return [b.as_json() for b in buckets]
-
-
-def _first_event_at_or_after(conn: Connection, since: float) -> int | None:
-    """The id of the first event at or after `since`: a binary search over the primary key
-    (events are numbered in commit order, so `at` grows with the id), with no scan."""
-    low, high = conn.execute(select(func.min(events.c.id), func.max(events.c.id))).one()
-    if low is None:
-        return None
-
-    def at_from(event_id: int) -> float:
-        row = conn.execute(
-            select(events.c.at).where(events.c.id >= event_id).order_by(events.c.id).limit(1)
-        ).one()
-        return float(row.at)
-
-    if at_from(high) < since:
-        return None
-    while low < high:  # the smallest id whose next event is at or after `since`
-        middle = (low + high) // 2
-        if at_from(middle) < since:
-            low = middle + 1
-        else:
-            high = middle
-    return int(low)
-
-
-def read_activity(
-    conn: Connection, tenant: str | None, since: float
-) -> tuple[list[tuple[int, float, str, str | None]], dict[int, float]]:
-    """The chart's events since `since`, and when jobs started there last became queued."""
-    first = _first_event_at_or_after(conn, since)
-    if first is None:
-        return [], {}
-    query = (
-        select(events.c.job_id, events.c.at, events.c.state, events.c.previous)
-        .where(events.c.id >= first, events.c.state.in_(CHART_STATES))
-        .order_by(events.c.id.desc())
-        .limit(MAX_EVENT_ROWS)
-    )
-    if tenant is not None:
-        query = query.where(events.c.tenant == tenant)
-    rows = [(int(r[0]), float(r[1]), str(r[2]), r[3]) for r in conn.execute(query)][::-1]
-    seen_queued = {job_id for job_id, _, state, _ in rows if state == "queued"}
-    waiting = sorted({job_id for job_id, _, state, _ in rows if state == "assigned"} - seen_queued)
-    before: dict[int, float] = {}
-    for start in range(0, len(waiting), 500):
-        chunk = waiting[start : start + 500]
-        found = conn.execute(
-            select(events.c.job_id, func.max(events.c.at))
-            .where(events.c.job_id.in_(chunk), events.c.state == "queued", events.c.id < first)
-            .group_by(events.c.job_id)
-        )
-        before.update({int(job_id): float(at) for job_id, at in found})
-    return rows, before
 
 
 @router.get("/api/v1/ui/activity")

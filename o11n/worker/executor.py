@@ -307,6 +307,8 @@ def run_dir_of(cwd: Path, spec: JobSpec) -> Path:
 def _prepare_run_dir(cwd: Path, spec: JobSpec) -> Path:
     """Make the command's folder and, for a build action, the folders its outputs go in
     (the Remote Execution API has the server make them); none may leave `cwd`."""
+    if not spec.workdir and spec.outputs_mode != "action":
+        return cwd  # an ordinary job: nothing to make or check
     run_dir = run_dir_of(cwd, spec)
     folders = [run_dir]
     if spec.outputs_mode == "action":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -18,9 +17,7 @@ from buildgrid.common.protos.google.bytestream import bytestream_pb2_grpc as bs_
 from buildgrid.common.protos.google.longrunning import operations_pb2 as ops_pb2
 from buildgrid.common.protos.google.longrunning import operations_pb2_grpc as ops_grpc
 
-
-def digest(data: bytes) -> re_pb2.Digest:
-    return re_pb2.Digest(hash=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
+from o11n.reapi.digests import of as digest
 
 
 @dataclass
