@@ -318,3 +318,34 @@ def test_a_capped_store_evicts_old_blobs_but_keeps_cached_results(
         assert kept.output_files == result.output_files
     finally:
         client.close()
+
+
+def test_a_capped_store_keeps_the_inputs_of_a_queued_action(
+    start_server: StartServer, start_worker: StartWorker
+) -> None:
+    """An action waiting for a worker pins its inputs: blobs written meanwhile push the
+    store far over its cap, and the worker that comes later still finds them."""
+    server = start_server(reapi=True, extra=("--cas-cap", "256K"))
+    assert server.reapi_port is not None
+    client = Client(server.reapi_port)
+    try:
+        payload = bytes(range(256)) * 80  # 20 KB
+        action = make_action(
+            ["/bin/sh", "-c", "cat in.bin > out.bin"],
+            inputs={"in.bin": payload},
+            output_files=("out.bin",),
+            action_platform={"pool": "late"},
+        )
+        client.upload(action.blobs)
+        first = next(client.execute_stream(action))
+        assert not first.done  # queued: no worker has pool=late yet
+        for i in range(40):  # 1.2 MB through a 256 KiB store
+            blob = bytes([i]) * 30_000
+            client.upload({digest(blob).hash: blob})
+        start_worker(server, "late", cpus=1, extra=("--tag", "pool=late"))
+        done = list(client.execution.WaitExecution(re_pb2.WaitExecutionRequest(name=first.name)))
+        response = response_of(done[-1])
+        assert response.status.code == OK, response.status.message
+        assert client.read(response.result.output_files[0].digest) == payload
+    finally:
+        client.close()
