@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +26,25 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if os.environ.get("CI") == "true" and skipped:
         reporter.write_line(f"CI: {len(skipped)} tests were skipped; failing the run", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+EXIT_GRACE = 60.0  # seconds the interpreter may take to end once the tests have
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A thread left blocked by a test (a read nobody shuts) would hold the interpreter's
+    exit for ever, and CI would end at its own time limit with nothing to show. Past
+    EXIT_GRACE such threads' stacks are printed and the run fails."""
+
+    def give_up() -> None:
+        left = [t.name for t in threading.enumerate() if not t.daemon and t.is_alive()]
+        print(f"\ntests: the run did not exit; threads left: {left}", file=sys.stderr)
+        faulthandler.dump_traceback(sys.stderr)
+        os._exit(int(pytest.ExitCode.TESTS_FAILED))
+
+    timer = threading.Timer(EXIT_GRACE, give_up)
+    timer.daemon = True
+    timer.start()
 
 
 @pytest.fixture

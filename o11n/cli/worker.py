@@ -50,6 +50,11 @@ def worker(
     ),
     workdir: Path = typer.Option(None, help="Where attempts run [default: a temp folder]."),
     keep_workdirs: bool = typer.Option(False, help="Keep each attempt's folder afterwards."),
+    cache_cap: str = typer.Option(
+        "10G",
+        help="Size cap of the local cache of input blobs (WORKDIR/.cas); the least "
+        "recently used go first. 0: no cap.",
+    ),
     kill_grace: float = typer.Option(10.0, min=0, help="Seconds between SIGTERM and SIGKILL."),
     drain_timeout: float = typer.Option(
         600.0, min=0, help="On SIGTERM, seconds to let running jobs finish before stopping them."
@@ -63,6 +68,10 @@ def worker(
         offered = parse_size(memory) if memory else host.memory_bytes()
     except BadRequest as exc:
         raise typer.BadParameter(exc.message, param_hint="--memory") from None
+    try:
+        cache_bytes = parse_size(cache_cap)
+    except BadRequest as exc:
+        raise typer.BadParameter(exc.message, param_hint="--cache-cap") from None
     if container_reuse not in ("on", "off"):
         raise typer.BadParameter("on or off", param_hint="--container-reuse")
     if executor not in ("auto", "process", "container"):
@@ -82,7 +91,7 @@ def worker(
         cpus=cpus or float(host.cores()),
         memory=offered,
         gpus=gpus,
-        workdir=workdir or Path(tempfile.gettempdir()) / f"o11n-{worker_name}",
+        workdir=(workdir or Path(tempfile.gettempdir()) / f"o11n-{worker_name}").resolve(),
         address=ip,
         ports=ports,
         executor=executor,
@@ -92,6 +101,7 @@ def worker(
         keep_workdirs=keep_workdirs,
         kill_grace=kill_grace,
         drain_timeout=drain_timeout,
+        cache_cap=cache_bytes or None,
     )
     url = server or obj.get("server") or DEFAULT_SERVER
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s worker %(message)s")

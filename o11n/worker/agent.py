@@ -54,6 +54,7 @@ class WorkerConfig:
     keep_workdirs: bool = False
     kill_grace: float = 10.0
     drain_timeout: float = 600.0
+    cache_cap: int | None = 10 * 2**30  # the local blob cache (workspaces, inputs)
 
 
 @dataclass
@@ -81,7 +82,7 @@ class Agent:
         self.config = config
         self.executor = Executor(
             config.workdir,
-            files=Files(api, config.workdir / ".cas"),
+            files=Files(api, config.workdir / ".cas", config.cache_cap),
             containers=_containers(config),
             mode=config.executor,
             keep_workdirs=config.keep_workdirs,
@@ -114,6 +115,7 @@ class Agent:
 
     async def run(self) -> None:
         """Work until drained, then wait for running attempts (up to the drain timeout)."""
+        await asyncio.to_thread(self.executor.sweep, self.config.name)
         await self.register()
         loops = [
             asyncio.create_task(self._keep(self._lease_loop, "the lease loop")),
@@ -127,6 +129,7 @@ class Agent:
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
+            await asyncio.to_thread(self.executor.close)  # no warm container outlives it
 
     async def _keep(self, loop: Callable[[], Awaitable[None]], what: str) -> None:
         """Run a loop; if the scheduler refuses a call outright, say so and start it again

@@ -26,13 +26,15 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
+import requests.exceptions
 from docker.models.containers import Container
 from docker.utils import kwargs_from_env
 from docker.utils.socket import STDERR, frames_iter
@@ -67,6 +69,13 @@ class ContainerConfig:
     warm_per_key: int = 4  # kept per (image, limits, network)
     idle_timeout: float = 300.0
     discard_failed: bool = False  # a non-zero exit may have dirtied its container
+    # How long a container's followed log may go on once the container has ended.
+    # Podman 4.3's sometimes never ends (seen in CI: a read held for over an hour);
+    # past this grace it is shut and the rest is read from the whole log.
+    log_grace: float = 5.0
+    # The engine's wait is asked again this often, with the container's state read in
+    # between: a wait that never answers cannot hold an attempt for ever.
+    wait_poll: float = 30.0
 
 
 WarmKey = tuple[str, float, int, bool, str]  # image, cpu, memory, network, mount root
@@ -106,12 +115,14 @@ class ContainerRunner:
         self._pulls: dict[str, asyncio.Future[None]] = {}
         self.warm: dict[WarmKey, list[Warm]] = {}
         self._threads = concurrent.futures.ThreadPoolExecutor(32, "o11n-containers")
+        self._open = _Deadline()  # every response of the engine; close() shuts them
 
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
             base = self._base()
             self._client = docker.DockerClient(base_url=base) if base else docker.from_env()
+            self._client.api.hooks["response"].append(self._open.watch)
         return self._client
 
     def _base(self) -> str | None:
@@ -238,7 +249,11 @@ class ContainerRunner:
             "tmpfs": {"/tmp": "rw,size=256m"},
             "privileged": False,
             "nano_cpus": int(spec.resources.cpu * 1e9) if spec.resources.cpu else None,
-            "labels": {"o11n.job": str(attempt.job_id), "o11n.worker": attempt.worker},
+            "labels": {
+                "o11n.job": str(attempt.job_id),
+                "o11n.worker": attempt.worker,
+                "o11n.workdir": str(cwd.parent),  # a worker's own, unlike its name
+            },
             "detach": True,
         }
         if spec.resources.memory:
@@ -261,33 +276,76 @@ class ContainerRunner:
         started_at = self.clock()
         on_start(started_at)
         loop = asyncio.get_running_loop()
+        copies = [_LogCopy("stdout"), _LogCopy("stderr")]
         readers = [
-            loop.run_in_executor(self._threads, self._copy, container, name, logs, loop)
-            for name in ("stdout", "stderr")
+            loop.run_in_executor(self._threads, self._copy, container, copy, logs, loop)
+            for copy in copies
         ]
-        waited = asyncio.ensure_future(self._call(container.wait))
+        waited = asyncio.ensure_future(self._call(self._wait, container))
         kind, reason = await wait_or_stop(waited, stop, attempt.spec.timeout)
         if kind is not None:
             with contextlib.suppress(docker.errors.DockerException):
                 await self._call(container.stop, timeout=int(self.config.kill_grace))
-        status = await waited
-        await asyncio.gather(*readers, return_exceptions=True)
-        code = int(status.get("StatusCode", -1))
+        code = await waited
+        await self._drain(container, copies, readers, logs)
         if kind is None and await self._oom_killed(container):
             limit = attempt.spec.resources.memory
             kind, reason = "failure", f"out of memory: killed at its {limit}-byte limit"
         signal_number = code - 128 if code > 128 else None
         return Ended(code, signal_number, kind, reason, started_at, self.clock())
 
+    def _wait(self, container: Container) -> int:
+        """The container's exit code, once it has ended (a thread)."""
+        while True:
+            try:
+                return int(container.wait(timeout=self.config.wait_poll).get("StatusCode", -1))
+            except requests.exceptions.ConnectionError:  # no answer within the poll
+                state = self.client.api.inspect_container(str(container.id))["State"]
+                if state.get("Status") in ("exited", "dead"):
+                    return int(state.get("ExitCode", -1))
+
     def _copy(
-        self, container: Container, name: str, logs: Output, loop: asyncio.AbstractEventLoop
+        self,
+        container: Container,
+        copy: _LogCopy,
+        logs: Output,
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         """Follow one stream of the container's log into the attempt's log (a thread)."""
-        chunks: Iterator[bytes] = container.logs(
+        name = copy.name
+        chunks: Any = container.logs(
             stdout=name == "stdout", stderr=name == "stderr", stream=True, follow=True
         )
+        copy.stream.watch(chunks._response)  # the SDK's stream keeps its response there
         for chunk in chunks:
             asyncio.run_coroutine_threadsafe(logs.write(name, chunk), loop).result()
+            copy.written += len(chunk)
+
+    async def _drain(
+        self,
+        container: Container,
+        copies: list[_LogCopy],
+        readers: list[asyncio.Future[None]],
+        logs: Output,
+    ) -> None:
+        """Let the followed logs of an ended container end; past the grace, shut them
+        and write what they had not yet copied from the whole log."""
+        _, pending = await asyncio.wait(readers, timeout=self.config.log_grace)
+        if not pending:
+            return
+        log.warning("the log of container %s did not end with it", container.short_id)
+        for copy in copies:
+            copy.stream.expire()
+        await asyncio.gather(*readers, return_exceptions=True)
+        for copy in copies:
+            name = copy.name
+            try:
+                whole = await self._call(
+                    container.logs, stdout=name == "stdout", stderr=name == "stderr"
+                )
+            except docker.errors.DockerException:
+                continue
+            await logs.write(name, whole[copy.written :])
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -481,15 +539,43 @@ class ContainerRunner:
             except Exception:
                 return
 
+    def sweep(self, worker: str, workdir: Path) -> None:
+        """Remove the containers an earlier run of this worker left: one killed outright
+        cannot remove its warm containers. Both its name and its work directory must
+        match (two workers on a host may share a name, never a work directory). Without
+        an engine there is nothing to do."""
+        labels = [f"o11n.worker={worker}", f"o11n.workdir={workdir}"]
+        try:
+            left = self.client.api.containers(all=True, filters={"label": labels})
+        except docker.errors.DockerException:
+            return
+        for container in left:
+            with contextlib.suppress(docker.errors.DockerException):
+                self.client.api.remove_container(container["Id"], force=True)
+        if left:
+            log.info("removed %d containers an earlier run of %s left", len(left), worker)
+
     def close(self) -> None:
-        """Remove the warm containers; release the engine connection and threads."""
+        """Remove the warm containers; release the engine connection and threads. Reads
+        still waiting on the engine are shut, so that no thread outlives the runner."""
         for pool in self.warm.values():
             for warm in pool:
                 self._remove(warm.container)
         self.warm.clear()
+        self._open.expire()
         if self._client is not None:
             self._client.close()
         self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class _LogCopy:
+    """One stream of a container's followed log: how much of it was copied, and its
+    response, to be shut when it does not end."""
+
+    name: str
+    written: int = 0
+    stream: _Deadline = field(default_factory=lambda: _Deadline())
 
 
 class _EndLine:
@@ -527,17 +613,18 @@ def _start_of(data: bytes, end: bytes) -> int:
 
 
 class _Deadline:
-    """Shuts down the sockets of a client's responses once it expires (from any thread)."""
+    """Shuts down the sockets of a client's responses once it expires (from any thread).
+    Responses are held weakly: a client that lives long does not keep them all."""
 
     def __init__(self) -> None:
         self.expired = threading.Event()
-        self._responses: list[Any] = []
+        self._responses: weakref.WeakSet[Any] = weakref.WeakSet()
         self._lock = threading.Lock()
 
     def watch(self, response: Any, *_args: Any, **_kwargs: Any) -> Any:
         """A requests response hook: keep the response, shut it if already expired."""
         with self._lock:
-            self._responses.append(response)
+            self._responses.add(response)
             if self.expired.is_set():
                 _shut(response)
         return response
@@ -545,11 +632,11 @@ class _Deadline:
     def expire(self) -> None:
         with self._lock:
             self.expired.set()
-            for response in self._responses:
+            for response in list(self._responses):
                 _shut(response)
 
     def close(self) -> None:
-        for response in self._responses:
+        for response in list(self._responses):
             with contextlib.suppress(Exception):
                 response.close()
 

@@ -108,6 +108,12 @@ class Runner(Protocol):
         on_start: Callable[[float], None],
     ) -> Ended: ...
 
+    def sweep(self, worker: str, workdir: Path) -> None:
+        """Remove what an earlier run of this worker left (after a crash)."""
+
+    def close(self) -> None:
+        """Release what it keeps between attempts (warm containers)."""
+
 
 class Executor:
     """Runs attempts in fresh work directories: as local processes, or in their image.
@@ -135,6 +141,16 @@ class Executor:
         self.keep_workdirs = keep_workdirs
         self.kill_grace = kill_grace
         self.clock = clock
+
+    def sweep(self, worker: str) -> None:
+        """Remove the containers an earlier run of this worker left (blocking)."""
+        if self.containers is not None:
+            self.containers.sweep(worker, self.workdir)
+
+    def close(self) -> None:
+        """Release what is kept between attempts: the warm containers (blocking)."""
+        if self.containers is not None:
+            self.containers.close()
 
     def _refusal(self, attempt: Attempt) -> str | None:
         image = attempt.spec.image

@@ -3,48 +3,72 @@
 Blobs come from the scheduler's content-addressed store and are kept in a
 local cache beside the work directories, so a workspace that many jobs share
 is downloaded once per worker; each job gets its own copy of every file (a
-job may change its files; the cache must not change with them).
+job may change its files; the cache must not change with them). With a cap,
+the least recently used blobs are dropped once the cache outgrows it, never
+one that a tree being laid out still needs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from pathlib import Path
 
 from o11n.cas import tree as trees
-from o11n.cas.store import digest_of
+from o11n.cas.eviction import LruIndex, low_water
+from o11n.cas.store import check_digest, digest_of
 from o11n.errors import BadRequest
 from o11n.worker.api import WorkerApi
 
+log = logging.getLogger(__name__)
 PARALLEL_TRANSFERS = 8
 
 
 class Files:
     """Moves trees between the scheduler's store and work directories."""
 
-    def __init__(self, api: WorkerApi, cache: Path) -> None:
+    def __init__(self, api: WorkerApi, cache: Path, cap_bytes: int | None = None) -> None:
         self.api = api
         self.cache = cache
+        self.cap_bytes = cap_bytes
         cache.mkdir(parents=True, exist_ok=True)
         self._slots = asyncio.Semaphore(PARALLEL_TRANSFERS)
+        self._index = LruIndex()  # used from the event loop only
+        self._index.load(_found(cache))
 
     def blob(self, digest: str) -> Path:
         """Where a blob is kept in the local cache."""
         return self.cache / digest
 
+    @property
+    def cached_bytes(self) -> int:
+        """The size of the blobs in the local cache."""
+        return self._index.total
+
     async def lay_out(self, digest: str, dest: Path) -> None:
         """Write the tree `digest` into `dest`."""
-        tree = trees.from_bytes(await self._read(digest))
-        wanted = {e.digest for e in tree.values() if e.digest and not self.blob(e.digest).exists()}
-        await asyncio.gather(*(self._fetch(d) for d in wanted))
-        await asyncio.to_thread(trees.lay_out, tree, dest, self.blob)
+        held = [digest]
+        self._index.pin(held)
+        try:
+            tree = trees.from_bytes(await self._read(digest))
+            needed = sorted({e.digest for e in tree.values() if e.digest})
+            self._index.pin(needed)
+            held += needed
+            await asyncio.gather(*(self._fetch(d) for d in needed))
+            await asyncio.to_thread(trees.lay_out, tree, dest, self.blob)
+        finally:
+            self._index.unpin(held)
+        self._evict()
 
     async def store(self, cwd: Path, patterns: list[str], required: bool = True) -> str:
         """Store the files under `cwd` that match `patterns`; the digest of their tree.
         BadRequest when a `required` pattern matches nothing (a declared artifact that was
-        not made)."""
+        not made). Outputs that are not `required` (a build action's, named by literal
+        paths) keep the empty folders they name or hold; artifacts stay files and links."""
+        only = trees.matcher(patterns)
         tree, sources = await asyncio.to_thread(
-            trees.scan, cwd, ignore_files=False, only=trees.matcher(patterns)
+            trees.scan, cwd, ignore_files=False, only=only, folders=None if required else only
         )
         for pattern in patterns if required else ():
             if not trees.select(tree, [pattern]):
@@ -64,11 +88,40 @@ class Files:
         return await asyncio.to_thread(self.blob(digest).read_bytes)
 
     async def _fetch(self, digest: str) -> None:
-        if self.blob(digest).exists():
+        if self._index.use(digest) is not None and self.blob(digest).exists():
             return
         async with self._slots:
             await self.api.get_blob(digest, self.blob(digest))
+        self._index.add(digest, self.blob(digest).stat().st_size, time.time())
+
+    def _evict(self) -> None:
+        """Past the cap, drop the least recently used blobs that nothing holds."""
+        if self.cap_bytes is None or self._index.total <= self.cap_bytes:
+            return
+        goal, dropped = low_water(self.cap_bytes), 0
+        for digest in self._index.oldest_first():
+            if self._index.total <= goal:
+                break
+            if self._index.evictable(digest, self._index.seq + 1) is None:
+                continue  # a tree being laid out needs it
+            self.blob(digest).unlink(missing_ok=True)
+            self._index.remove(digest)
+            dropped += 1
+        log.info("blob cache: dropped %d blobs, %d bytes kept", dropped, self._index.total)
 
     async def _upload(self, digest: str, source: Path | bytes) -> None:
         async with self._slots:
             await self.api.put_blob(digest, source)
+
+
+def _found(cache: Path) -> list[tuple[str, int, float]]:
+    """The blobs an earlier run left in the cache (digest, size, mtime)."""
+    found = []
+    for path in cache.iterdir():
+        try:
+            check_digest(path.name)
+            info = path.stat()
+        except (BadRequest, OSError):
+            continue  # a partial download, or not a blob
+        found.append((path.name, info.st_size, info.st_mtime))
+    return found

@@ -4,14 +4,15 @@ whose substages use two different images."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from o11n.client import Client
-from tests.containers_env import BUSYBOX, BUSYBOX2
+from tests.containers_env import BUSYBOX, BUSYBOX2, docker_client
 from tests.e2e.conftest import StartServer, StartWorker
-from tests.e2e.jobs import log_text
+from tests.e2e.jobs import log_text, wait_final
 from tests.e2e.test_pipelines import finished, job_ids, start, states
 from tests.servers import free_port, wait_for
 
@@ -104,3 +105,56 @@ stages:
         two = log_text(client, job_ids(record, "two")[0])
     assert one.strip() == "image 1"
     assert two.strip() == "image 2 after image 1"
+
+
+def test_a_stopped_worker_leaves_no_warm_container(
+    start_server: StartServer, start_worker: StartWorker
+) -> None:
+    """Warm containers outlive their jobs, not their worker: a worker told to stop
+    (SIGTERM) removes them before it exits."""
+    server = start_server()
+    worker = start_worker(server, "warm-1", cpus=1, kill_grace=2.0)
+    engine = docker_client()
+    label = {"label": "o11n.worker=warm-1"}
+    try:
+        with Client(server.url, server.token) as client:
+            wait_for(client.workers, 30, "the worker registered")
+            job_id = client.submit({"command": "echo warm", "image": BUSYBOX})
+            assert wait_final(client, job_id, timeout=120).state == "succeeded"
+        assert len(engine.api.containers(filters=label)) == 1  # kept warm, running
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+        assert engine.api.containers(all=True, filters=label) == []
+    finally:
+        for left in engine.api.containers(all=True, filters=label):
+            engine.api.remove_container(left["Id"], force=True)
+        engine.close()
+
+
+def test_a_worker_killed_outright_removes_its_leftovers_when_it_comes_back(
+    start_server: StartServer, start_worker: StartWorker
+) -> None:
+    """SIGKILL gives a worker no chance to remove its warm container; the next run of
+    the same worker (name and work directory) does, before it takes work."""
+    server = start_server()
+    engine = docker_client()
+    label = {"label": "o11n.worker=warm-2"}
+    try:
+        with Client(server.url, server.token) as client:
+            first = start_worker(server, "warm-2", cpus=1, kill_grace=2.0)
+            wait_for(client.workers, 30, "the worker registered")
+            job_id = client.submit({"command": "echo warm", "image": BUSYBOX})
+            assert wait_final(client, job_id, timeout=120).state == "succeeded"
+            (left,) = engine.api.containers(filters=label)
+            first.kill()
+            assert [c["Id"] for c in engine.api.containers(filters=label)] == [left["Id"]]
+            start_worker(server, "warm-2", cpus=1, kill_grace=2.0)
+            wait_for(
+                lambda: not engine.api.containers(all=True, filters=label),
+                30,
+                "the warm container of the killed run was left",
+            )
+    finally:
+        for container in engine.api.containers(all=True, filters=label):
+            engine.api.remove_container(container["Id"], force=True)
+        engine.close()

@@ -224,3 +224,47 @@ async def test_output_that_looks_like_the_end_line_is_kept(
     )
     assert (ended.exit_code, ended.kind) == (5, None), ended
     assert out.text() == "a\x1eo11n-end-0:0\nb\x1e" and out.text("stderr") == "\x1e"
+
+
+class SlowOutput(Captured):
+    """A log that takes its time with every write: the followed logs are still being
+    copied when the container ends."""
+
+    async def write(self, stream: str, data: bytes) -> None:
+        await asyncio.sleep(0.02)
+        await super().write(stream, data)
+
+
+async def test_a_log_that_does_not_end_with_its_container_is_read_whole(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Podman's followed log may never end (seen in CI). Past the grace the streams are
+    shut and the rest comes from the whole log: nothing lost, nothing twice."""
+    config = ContainerConfig(docker_host=ENGINE, reuse=False, kill_grace=1, log_grace=0)
+    runner = ContainerRunner(config)
+    out = SlowOutput()
+    executor = Executor(tmp_path / "work", containers=runner, kill_grace=1)
+    try:
+        ended = await executor.run(
+            attempt("seq 1 20000; seq 1 5000 >&2"), out, asyncio.Event(), on_start=lambda _a: None
+        )
+    finally:
+        runner.close()
+    assert (ended.exit_code, ended.kind) == (0, None), ended
+    assert "did not end with it" in caplog.text
+    assert out.text() == "".join(f"{n}\n" for n in range(1, 20001))
+    assert out.text("stderr") == "".join(f"{n}\n" for n in range(1, 5001))
+
+
+async def test_a_wait_that_does_not_answer_is_asked_again(tmp_path: Path) -> None:
+    """The engine's wait is bounded by a poll and the container's state read between
+    polls: a run longer than several polls still ends with its own exit code."""
+    config = ContainerConfig(docker_host=ENGINE, reuse=False, kill_grace=1, wait_poll=1)
+    runner = ContainerRunner(config)
+    try:
+        ended, out = await run(tmp_path, runner, attempt("echo begun; sleep 3; exit 4"))
+    finally:
+        runner.close()
+    assert (ended.exit_code, ended.kind) == (4, None), ended
+    assert out.text() == "begun\n"
+    assert ended.started_at is not None and ended.ended_at - ended.started_at >= 3
