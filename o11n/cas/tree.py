@@ -1,8 +1,11 @@
 """Trees of files in the content-addressed store: a workspace, a substage's artifacts.
 
 A tree is a JSON blob mapping relative paths to file entries (digest, size,
-executable bit) or symbolic links, stored like any other blob and named by its
-digest. Paths are checked on the way in, so a tree cannot write outside the
+executable bit), symbolic links or empty folders, stored like any other blob and
+named by its digest. A folder gets an entry only when nothing else in the tree
+lies under it (the rest are implied by their contents), so equal trees keep equal
+bytes, and a tree without empty folders is written exactly as before they were
+known. Paths are checked on the way in, so a tree cannot write outside the
 folder it is laid out in.
 """
 
@@ -27,18 +30,23 @@ FORMAT = "o11n-tree/1"
 IGNORE_FILES = (".gitignore", ".o11nignore")
 ALWAYS_IGNORED = frozenset({".git", ".o11n"})  # history, and the local scheduler's secrets
 MAX_PATH = 4096
+LITERAL = "./"  # a pattern that begins so is a path, not a glob
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A file (digest, size, executable) or a symbolic link (target) in a tree."""
+    """A file (digest, size, executable), a symbolic link (target) or an empty folder
+    (`directory`) in a tree."""
 
     digest: str | None = None
     size: int = 0
     executable: bool = False
     link: str | None = None
+    directory: bool = False
 
     def as_json(self) -> dict[str, Any]:
+        if self.directory:
+            return {"dir": True}
         if self.link is not None:
             return {"link": self.link}
         return {"digest": self.digest, "size": self.size, "executable": self.executable}
@@ -58,7 +66,9 @@ def check_path(path: str) -> str:
 
 
 def to_bytes(tree: Tree) -> bytes:
-    """A tree's canonical form (equal trees, equal bytes, equal digests)."""
+    """A tree's canonical form (equal trees, equal bytes, equal digests): a folder
+    entry with something under it is implied, and left out."""
+    tree = without_implied_folders(tree)
     entries = {path: tree[path].as_json() for path in sorted(tree)}
     return json.dumps({"format": FORMAT, "entries": entries}, sort_keys=True).encode()
 
@@ -75,7 +85,17 @@ def from_bytes(data: bytes) -> Tree:
     return tree
 
 
+def without_implied_folders(tree: Tree) -> Tree:
+    """The tree without the folder entries that other paths in it lie under."""
+    if not any(entry.directory for entry in tree.values()):
+        return tree
+    parents = {path[:i] for path in tree for i, c in enumerate(path) if c == "/"}
+    return {p: e for p, e in tree.items() if not (e.directory and p in parents)}
+
+
 def _entry(raw: dict[str, Any]) -> Entry:
+    if raw.get("dir") is True:
+        return Entry(directory=True)
     if "link" in raw:
         return Entry(link=str(raw["link"]))
     size = int(raw["size"])
@@ -94,9 +114,25 @@ def merge(trees: Iterable[Tree]) -> Tree:
 
 def matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
     """A test of relative paths against globs: `*` and `?` stay inside one folder, `**`
-    crosses folders, and a pattern that names a folder matches everything in it."""
-    regexes = [re.compile(_glob_regex(p.strip().strip("/"))) for p in patterns if p.strip("/ ")]
+    crosses folders, and a pattern that names a folder matches everything in it.
+    A pattern made by `literal` (it begins with `./`) is a path: it matches that path
+    and what is under it, and none of its characters is special."""
+    regexes = [re.compile(r) for r in map(_regex, patterns) if r is not None]
     return lambda path: any(r.fullmatch(path) for r in regexes)
+
+
+def literal(path: str) -> str:
+    """A pattern that matches exactly `path` (and what is under it), whatever characters
+    it holds: a build action's output named `a*.txt` is that file, not a glob. The
+    `./` it begins with is dropped by pathlib, so the pattern still names the path."""
+    return LITERAL + path.strip("/")
+
+
+def _regex(pattern: str) -> str | None:
+    if pattern.startswith(LITERAL):
+        path = pattern[len(LITERAL) :].strip("/")
+        return re.escape(path) + "(?:/.*)?" if path else None
+    return _glob_regex(pattern.strip().strip("/")) if pattern.strip("/ ") else None
 
 
 def _glob_regex(pattern: str) -> str:
@@ -127,28 +163,37 @@ def select(tree: Tree, patterns: Iterable[str]) -> Tree:
 
 
 def scan(
-    root: Path, *, ignore_files: bool = True, only: Callable[[str], bool] | None = None
+    root: Path,
+    *,
+    ignore_files: bool = True,
+    only: Callable[[str], bool] | None = None,
+    folders: Callable[[str], bool] | None = None,
 ) -> tuple[Tree, dict[str, Path]]:
     """A folder as a tree, and where each blob's content is on disk.
 
     With `ignore_files`, what `.gitignore` and `.o11nignore` files exclude is
     left out (each applies to its own folder and those below it), as are `.git`
-    and `.o11n`. With `only`, just the paths it accepts are taken.
+    and `.o11n`. With `only`, just the paths it accepts are taken. Folders are
+    implied by what they hold; an empty one is kept (as a folder entry) only when
+    `folders` accepts it too, as a build action's output directories need.
     """
     tree: Tree = {}
     sources: dict[str, Path] = {}
-    for path, rel in _walk(root, ignore_files):
+    for path, rel in _walk(root, ignore_files, folders is not None):
         if only is not None and not only(rel):
             continue
         info = path.lstat()
-        if stat.S_ISLNK(info.st_mode):
+        if stat.S_ISDIR(info.st_mode):
+            if folders is not None and folders(rel):
+                tree[rel] = Entry(directory=True)
+        elif stat.S_ISLNK(info.st_mode):
             tree[rel] = Entry(link=os.readlink(path))
         elif stat.S_ISREG(info.st_mode):
             digest = digest_file(path)
             executable = bool(info.st_mode & stat.S_IXUSR)
             tree[rel] = Entry(digest, info.st_size, executable)
             sources.setdefault(digest, path)
-    return tree, sources
+    return without_implied_folders(tree), sources
 
 
 class _Ignores:
@@ -183,8 +228,9 @@ class _Ignores:
         return verdict
 
 
-def _walk(root: Path, ignore_files: bool) -> Iterator[tuple[Path, str]]:
-    """Files and links under `root` with their relative paths, ignored ones left out."""
+def _walk(root: Path, ignore_files: bool, folders: bool = False) -> Iterator[tuple[Path, str]]:
+    """Files and links under `root` with their relative paths, ignored ones left out;
+    with `folders`, the folders walked into too."""
     ignores = _Ignores()
     for folder, dirs, files in os.walk(root):
         base = Path(folder).relative_to(root).as_posix()
@@ -199,6 +245,8 @@ def _walk(root: Path, ignore_files: bool) -> Iterator[tuple[Path, str]]:
                     yield full, rel
             elif name not in ALWAYS_IGNORED and not (ignore_files and ignores.ignored(rel, True)):
                 kept.append(name)
+                if folders:
+                    yield full, rel
         dirs[:] = kept
         for name in sorted(files):
             rel = f"{base}/{name}".lstrip("/")
@@ -207,8 +255,9 @@ def _walk(root: Path, ignore_files: bool) -> Iterator[tuple[Path, str]]:
 
 
 def lay_out(tree: Tree, dest: Path, blob: Callable[[str], Path]) -> None:
-    """Write a tree's files under `dest`, copying each from `blob(digest)`; BadRequest for
-    a path that would lead out of `dest` through one of the tree's own links."""
+    """Write a tree's files and folders under `dest`, copying each file from
+    `blob(digest)`; BadRequest for a path that would lead out of `dest` through one of
+    the tree's own links."""
     top = dest.resolve()
     for rel in sorted(tree):
         entry = tree[rel]
@@ -218,6 +267,9 @@ def lay_out(tree: Tree, dest: Path, blob: Callable[[str], Path]) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.is_symlink() or target.is_file():
             target.unlink()
+        if entry.directory:
+            target.mkdir(exist_ok=True)
+            continue
         if entry.link is not None:
             target.symlink_to(entry.link)
             continue

@@ -105,17 +105,18 @@ def job_spec(
 
 
 def _output_patterns(command: re_pb2.Command) -> list[str]:
-    """The command's output paths; past the job's limit, the folders they are in (the
-    ActionResult picks the named paths out of what was stored)."""
+    """The command's output paths, as literal patterns (`*` or `?` in a name is just a
+    character); past the job's limit, the folders they are in (the ActionResult picks
+    the named paths out of what was stored)."""
     paths = list(
         dict.fromkeys(
             p.strip("/")
             for p in [*command.output_paths, *command.output_files, *command.output_directories]
         )
     )
-    if len(paths) <= MAX_OUTPUTS:
-        return paths
-    return list(dict.fromkeys(p.split("/", 1)[0] for p in paths))[:MAX_OUTPUTS]
+    if len(paths) > MAX_OUTPUTS:
+        paths = list(dict.fromkeys(p.split("/", 1)[0] for p in paths))[:MAX_OUTPUTS]
+    return [trees.literal(p) for p in paths]
 
 
 Logs = Callable[[], Awaitable[tuple[bytes, bytes]]]

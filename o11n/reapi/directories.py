@@ -41,9 +41,11 @@ def walk(read: Read, root: re_pb2.Digest) -> list[tuple[str, re_pb2.Directory]]:
 
 
 def input_tree(directories: Iterable[tuple[str, re_pb2.Directory]]) -> trees.Tree:
-    """The files and links of a walked REAPI tree as an o11n tree (empty folders drop out)."""
+    """A walked REAPI tree as an o11n tree: its files, links and empty folders."""
     tree: trees.Tree = {}
     for path, directory in directories:
+        if path and not (directory.files or directory.symlinks or directory.directories):
+            tree[path] = trees.Entry(directory=True)
         for file in directory.files:
             digest = digests.checked(file.digest)
             tree[_join(path, _name(file.name))] = trees.Entry(
@@ -81,8 +83,8 @@ def outputs(
     `output_paths` (REAPI 2.1) is used when the command has it; otherwise
     `output_files` and `output_directories`. A path names a file or link when the
     tree has it, a directory when the tree has entries under it; one that the
-    command did not make is left out. Each output directory's Tree is stored with
-    `put`.
+    command did not make is left out; an empty directory is one whose Tree has an
+    empty root. Each output directory's Tree is stored with `put`.
     """
     files, folders, links = [], [], []
     wanted = list(command.output_paths) or [
@@ -100,7 +102,7 @@ def outputs(
             )
         else:
             inside = {k[len(path) + 1 :]: v for k, v in tree.items() if k.startswith(path + "/")}
-            if inside:
+            if inside or (entry is not None and entry.directory):
                 tree_digest = put(output_tree(inside).SerializeToString(deterministic=True))
                 folders.append(re_pb2.OutputDirectory(path=path, tree_digest=tree_digest))
     return files, folders, links
@@ -115,7 +117,7 @@ def output_tree(entries: trees.Tree) -> re_pb2.Tree:
         names = {p[len(prefix) :].split("/", 1)[0] for p in entries if p.startswith(prefix)}
         for name in sorted(names):
             entry = entries.get(prefix + name)
-            if entry is None:
+            if entry is None or entry.directory:
                 sub = build(prefix + name + "/")
                 data = sub.SerializeToString(deterministic=True)
                 digest = digests.of(data)

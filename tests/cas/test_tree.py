@@ -145,6 +145,73 @@ def test_lay_out_refuses_to_write_through_a_link_out_of_the_folder(tmp_path: Pat
     assert list(outside.iterdir()) == []
 
 
+def test_a_literal_pattern_matches_its_own_path_and_nothing_its_glob_would(
+    tmp_path: Path,
+) -> None:
+    names = ["a*.txt", "ab.txt", "ac.txt", "x?", "xa", "[a]", "a", " sp", "sp", "d*/f", "dx/f"]
+    write(tmp_path, {name: name for name in names})
+    wanted = ["a*.txt", "x?", "[a]", " sp", "d*"]
+    tree, _ = trees.scan(tmp_path, only=trees.matcher(trees.literal(p) for p in wanted))
+    assert sorted(tree) == [" sp", "[a]", "a*.txt", "d*/f", "x?"]
+    assert trees.matcher(["a*.txt"])("ab.txt")  # a pattern without the marker is a glob
+
+
+def test_scan_keeps_only_the_empty_folders_it_is_asked_for(tmp_path: Path) -> None:
+    write(tmp_path, {"full/f": "f"})
+    for folder in ("out", "nested/empty", "other"):
+        (tmp_path / folder).mkdir(parents=True)
+    assert sorted(trees.scan(tmp_path)[0]) == ["full/f"]  # a workspace: files and links only
+    wanted = trees.matcher(trees.literal(p) for p in ("out", "nested", "full"))
+    tree, _ = trees.scan(tmp_path, ignore_files=False, only=wanted, folders=wanted)
+    folder = trees.Entry(directory=True)
+    assert tree == {"out": folder, "nested/empty": folder, "full/f": tree["full/f"]}
+
+
+def test_folder_entries_are_stored_only_where_nothing_else_implies_them() -> None:
+    file, folder = trees.Entry(digest_of(b"f"), 1), trees.Entry(directory=True)
+    data = trees.to_bytes({"a": folder, "a/f": file, "a-b": folder, "e/mpty": folder})
+    assert data == trees.to_bytes({"a/f": file, "a-b": folder, "e/mpty": folder})
+    assert trees.from_bytes(data) == {"a/f": file, "a-b": folder, "e/mpty": folder}
+    assert b'"a-b": {"dir": true}' in data
+
+
+def test_a_tree_without_folders_is_stored_as_before_and_old_trees_load() -> None:
+    stored = (
+        b'{"entries": {"bin/run": {"digest": "' + digest_of(b"x").encode() + b'", '
+        b'"executable": true, "size": 1}, "l": {"link": "bin"}}, "format": "o11n-tree/1"}'
+    )
+    tree = trees.from_bytes(stored)
+    assert tree == {
+        "bin/run": trees.Entry(digest_of(b"x"), 1, True),
+        "l": trees.Entry(link="bin"),
+    }
+    assert trees.to_bytes(tree) == stored
+
+
+def test_lay_out_makes_empty_folders(tmp_path: Path) -> None:
+    cas = CasStore(tmp_path / "cas")
+    folder = trees.Entry(directory=True)
+    tree = {"empty": folder, "deep/er": folder, "f": trees.Entry(cas.put(b"f"), 1)}
+    dest = tmp_path / "dest"
+    trees.lay_out(tree, dest, cas.path)
+    assert (dest / "empty").is_dir() and list((dest / "empty").iterdir()) == []
+    assert (dest / "deep" / "er").is_dir() and (dest / "f").read_bytes() == b"f"
+
+
+def test_lay_out_refuses_to_make_a_folder_through_a_link_out_of_the_folder(
+    tmp_path: Path,
+) -> None:
+    outside, dest = tmp_path / "outside", tmp_path / "dest"
+    outside.mkdir()
+    evil = {
+        "escape": trees.Entry(link=str(outside)),
+        "escape/planted": trees.Entry(directory=True),
+    }
+    with pytest.raises(BadRequest, match="leads out"):
+        trees.lay_out(evil, dest, CasStore(tmp_path / "cas").path)
+    assert list(outside.iterdir()) == []
+
+
 names = st.text(alphabet="abcxyz._-", min_size=1, max_size=8).filter(lambda n: n not in (".", ".."))
 
 
@@ -152,3 +219,20 @@ names = st.text(alphabet="abcxyz._-", min_size=1, max_size=8).filter(lambda n: n
 def test_any_set_of_files_round_trips_through_its_tree(files: dict[str, bytes]) -> None:
     tree = {path: trees.Entry(digest_of(data), len(data)) for path, data in files.items()}
     assert trees.from_bytes(trees.to_bytes(tree)) == tree
+
+
+@given(
+    st.dictionaries(st.lists(names, min_size=1, max_size=3).map("/".join), st.binary()),
+    st.sets(st.lists(names, min_size=1, max_size=3).map("/".join)),
+)
+def test_any_files_and_folders_round_trip_through_their_tree(
+    files: dict[str, bytes], folders: set[str]
+) -> None:
+    tree = {path: trees.Entry(directory=True) for path in folders}
+    tree.update({path: trees.Entry(digest_of(data), len(data)) for path, data in files.items()})
+    again = trees.from_bytes(trees.to_bytes(tree))
+    assert again == trees.without_implied_folders(tree)
+    assert trees.to_bytes(again) == trees.to_bytes(tree)
+    assert all(
+        not e.directory or not any(p.startswith(k + "/") for p in again) for k, e in again.items()
+    )

@@ -3,6 +3,7 @@ the CAS, ByteStream, the action cache, Execute, operations, and bad input."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 
@@ -349,3 +350,59 @@ def test_a_capped_store_keeps_the_inputs_of_a_queued_action(
         assert client.read(response.result.output_files[0].digest) == payload
     finally:
         client.close()
+
+
+def test_empty_directories_in_the_input_root_are_laid_out(client: Client) -> None:
+    action = make_action(
+        ["/bin/sh", "-c", 'test -d empty && test -d deep/er && test -z "$(ls -A empty)"'],
+        inputs={"empty/": b"", "deep/er/": b"", "f.txt": b"f"},
+    )
+    response = client.execute(action)
+    assert response.status.code == OK and response.result.exit_code == 0
+
+
+@pytest.mark.parametrize("field", ["output_directories", "output_paths"])
+def test_an_output_directory_left_empty_has_an_empty_tree(client: Client, field: str) -> None:
+    action = make_action(
+        ["/bin/sh", "-c", "mkdir -p out holder/inner"], **{field: ("out", "holder", "never")}
+    )
+    result = client.execute(action).result
+    assert result.exit_code == 0 and [d.path for d in result.output_directories] == [
+        "out",
+        "holder",
+    ]
+    out, holder = (
+        re_pb2.Tree.FromString(client.read(d.tree_digest)) for d in result.output_directories
+    )
+    assert out == re_pb2.Tree(root=re_pb2.Directory())
+    assert [d.name for d in holder.root.directories] == ["inner"]
+    assert list(holder.children) == [re_pb2.Directory()]
+
+
+def test_output_paths_with_glob_characters_are_literal(
+    client: Client, server: ServerProcess
+) -> None:
+    script = (
+        "for f in 'a*.txt' ab.txt ac.txt 'x?' xa '[a]' a; do echo \"$f\" > \"$f\"; done"
+        " && mkdir 'd*' dx && echo in > 'd*/f' && echo out > dx/f"
+    )
+    action = make_action(
+        ["/bin/sh", "-c", script],
+        output_files=("a*.txt", "x?", "[a]"),
+        output_directories=("d*",),
+    )
+    result = client.execute(action).result
+    assert result.exit_code == 0
+    assert [(f.path, client.read(f.digest)) for f in result.output_files] == [
+        ("a*.txt", b"a*.txt\n"),
+        ("x?", b"x?\n"),
+        ("[a]", b"[a]\n"),
+    ]
+    (folder,) = result.output_directories
+    tree = re_pb2.Tree.FromString(client.read(folder.tree_digest))
+    assert folder.path == "d*" and [f.name for f in tree.root.files] == ["f"]
+    (job,) = jobs(server)
+    with HttpClient(server.url, server.token) as http:
+        attempt = http.request("GET", f"/api/v1/jobs/{job['id']}")["attempts"][-1]
+        stored = json.loads(http.get_blob(attempt["outputs"]))
+    assert sorted(stored["entries"]) == ["[a]", "a*.txt", "d*/f", "x?"]  # nothing else uploaded

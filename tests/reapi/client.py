@@ -34,13 +34,16 @@ class Action:
 
 
 def directory(files: dict[str, bytes], blobs: dict[str, bytes]) -> re_pb2.Digest:
-    """A Directory (nested by '/') of files, its blobs added to `blobs`; its digest."""
+    """A Directory (nested by '/') of files, its blobs added to `blobs`; its digest.
+    A path that ends in '/' is a folder (empty unless other paths lie under it)."""
     here = re_pb2.Directory()
     subs: dict[str, dict[str, bytes]] = {}
     for path, content in sorted(files.items()):
-        head, _, rest = path.partition("/")
-        if rest:
-            subs.setdefault(head, {})[rest] = content
+        head, slash, rest = path.partition("/")
+        if slash:
+            sub = subs.setdefault(head, {})
+            if rest:
+                sub[rest] = content
         else:
             d = digest(content)
             blobs[d.hash] = content

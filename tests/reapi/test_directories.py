@@ -86,3 +86,29 @@ def test_output_paths_take_precedence_over_the_older_fields() -> None:
     command = re_pb2.Command(output_paths=["o"], output_files=["o/f"])
     files, folders, _ = directories.outputs(command, tree, lambda data: digest(data))
     assert files == [] and [f.path for f in folders] == ["o"]
+
+
+def test_empty_directories_in_an_input_root_are_kept() -> None:
+    blobs: dict[str, bytes] = {}
+    root = directory({"empty/": b"", "deep/er/": b"", "src/a": b"a", "src/": b""}, blobs)
+    tree = directories.input_tree(directories.walk(reader(blobs), root))
+    folder = Entry(directory=True)
+    assert tree == {"empty": folder, "deep/er": folder, "src/a": Entry(digest(b"a").hash, 1)}
+
+
+def test_an_output_directory_left_empty_has_a_tree_with_an_empty_root() -> None:
+    stored: dict[str, bytes] = {}
+
+    def put(data: bytes) -> re_pb2.Digest:
+        stored[digest(data).hash] = data
+        return digest(data)
+
+    tree = {"out": Entry(directory=True), "holder/inner": Entry(directory=True)}
+    command = re_pb2.Command(output_paths=["out", "holder", "never-made"])
+    files, folders, links = directories.outputs(command, tree, put)
+    assert files == [] and links == [] and [f.path for f in folders] == ["out", "holder"]
+    empty, holder = (re_pb2.Tree.FromString(stored[f.tree_digest.hash]) for f in folders)
+    assert empty == re_pb2.Tree(root=re_pb2.Directory())
+    assert [d.name for d in holder.root.directories] == ["inner"]
+    assert holder.root.directories[0].digest == digest(b"")
+    assert list(holder.children) == [re_pb2.Directory()]
