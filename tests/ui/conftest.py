@@ -17,6 +17,7 @@ import pytest
 
 from tests.e2e.conftest import pool, start_server, start_worker
 from tests.servers import ServerProcess
+from tests.ui.bidi import Firefox, Page, launch
 
 __all__ = ["pool", "start_server", "start_worker"]  # the e2e fixtures, used here too
 
@@ -84,3 +85,27 @@ def screenshot(page: Any, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=False)
     return path
+
+
+# Firefox, driven over WebDriver BiDi by tests/ui/bidi.py: Debian's firefox-esr speaks it
+# natively, so neither geckodriver nor Playwright's patched Firefox is needed.
+FIREFOX = os.environ.get("O11N_TEST_FIREFOX", "/usr/bin/firefox-esr")
+
+
+@pytest.fixture(scope="package")
+def firefox() -> Iterator[Firefox]:
+    """One headless Firefox, on a fresh profile removed afterwards, for these tests."""
+    if not shutil.which(FIREFOX):
+        _unavailable(f"no Firefox at {FIREFOX}: apt-get install firefox-esr")
+    with launch(FIREFOX) as browser:
+        yield browser
+
+
+@pytest.fixture
+def firefox_page(firefox: Firefox) -> Iterator[Page]:
+    """A Firefox tab in a fresh user context (empty session storage), 1440x900.
+    Errors the page's scripts throw fail the test."""
+    with firefox.page(width=1440, height=900) as page:
+        yield page
+        errors = page.errors()
+    assert not errors, f"the page threw: {errors}"

@@ -128,8 +128,8 @@ def test_cancel_a_running_job_from_its_page(page: Any, pool: ServerProcess) -> N
         client.cancel(retried)
 
 
-def test_megabytes_of_log_keep_the_page_responsive(page: Any, pool: ServerProcess) -> None:
-    sign_in(page, pool)
+def loud_job(pool: ServerProcess) -> int:
+    """A finished job that wrote 40,000 lines (2.8 MB): its id."""
     script = (
         "import sys\n"
         "for i in range(40000):\n"
@@ -138,6 +138,12 @@ def test_megabytes_of_log_keep_the_page_responsive(page: Any, pool: ServerProces
     with Client(pool.url, pool.token) as client:
         job_id = client.submit({"command": [sys.executable, "-c", script], "name": "loud"})
         wait_final(client, job_id)
+    return job_id
+
+
+def test_megabytes_of_log_keep_the_page_responsive(page: Any, pool: ServerProcess) -> None:
+    sign_in(page, pool)
+    job_id = loud_job(pool)
     page.goto(f"{pool.url}/#/jobs/{job_id}")
     log = page.locator("#log")
     log.get_by_text("line 39999").wait_for()
@@ -169,7 +175,9 @@ def test_the_pool_page_drains_disables_and_enables(page: Any, pool: ServerProces
     w2_state.filter(has_text=re.compile("draining|offline")).wait_for()
 
 
-def test_a_tenant_sees_only_its_own_tenant(page: Any, pool: ServerProcess) -> None:
+def two_tenants(pool: ServerProcess) -> tuple[dict[str, str], int]:
+    """Tenants team-a and team-b, each with a finished job: their tokens, and the id of
+    team-a's job (it printed "secret")."""
     with Client(pool.url, pool.token) as admin:
         tokens = {
             name: admin.request("POST", "/api/v1/tenants", body={"name": name})["token"]
@@ -181,6 +189,11 @@ def test_a_tenant_sees_only_its_own_tenant(page: Any, pool: ServerProcess) -> No
     with Client(pool.url, tokens["team-b"]) as team_b:
         ours = team_b.submit({"command": ["echo", "ours"], "name": "b's job"})
         wait_final(team_b, ours)
+    return tokens, theirs
+
+
+def test_a_tenant_sees_only_its_own_tenant(page: Any, pool: ServerProcess) -> None:
+    tokens, theirs = two_tenants(pool)
     sign_in(page, pool, tokens["team-b"])
     assert page.locator("#who").inner_text() == "tenant team-b"
     page.get_by_role("table", name="Recent jobs").get_by_text("b's job").wait_for()

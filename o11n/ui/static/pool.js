@@ -102,7 +102,7 @@ async function servicesPart(serviceList) {
         String(t.index), badge(t.state), t.agent || "", t.ip || "",
         Object.entries(t.ports).map(([n, p]) => `${n}:${p}`).join(", "),
         t.job_id ? jobLink(t.job_id) : "", String(t.restarts), t.last_exit || t.reason || "",
-        m ? `${m.up ? "up" : "down"} · ${m.samples.length} samples · ${when(m.at)}` : "",
+        m ? metricsCell(m) : "",
       ];
     });
     parts.push(h("article", { class: "service" },
@@ -111,6 +111,21 @@ async function servicesPart(serviceList) {
       table(`Tasks of ${svc.name}`, ["task", "state", "agent", "ip", "endpoints", "job", "restarts", "last exit", "metrics"], rows, "no tasks")));
   }
   return parts;
+}
+
+const SHOWN_SAMPLES = 3;
+
+// The latest scrape of a task: up or down, its first samples (all of them on hover).
+function metricsCell(m) {
+  const sample = (s) => {
+    const labels = Object.entries(s.labels).map(([k, v]) => `${k}="${v}"`).join(",");
+    return `${s.name}${labels ? `{${labels}}` : ""} ${s.value}`;
+  };
+  const all = m.samples.map(sample);
+  const more = all.length > SHOWN_SAMPLES ? ` · ${all.length - SHOWN_SAMPLES} more` : "";
+  const shown = m.up ? all.slice(0, SHOWN_SAMPLES).join(" · ") : m.error || "";
+  return h("span", { class: "metrics", title: all.join("\n") },
+    badge(m.up ? "up" : "down"), ` ${shown}${more} · ${when(m.at)}`);
 }
 
 function autoscalePart(events) {
@@ -124,7 +139,13 @@ function autoscalePart(events) {
 
 function costPart(report) {
   if (report instanceof Error) return refused(report, "Costs");
-  const rows = report.lines.map((l) => [l.key, String(l.attempts), l.hours.toFixed(2), l.cost.toFixed(2)]);
+  const rows = report.lines.map((l) => [l.key, String(l.attempts), amount(l.hours), amount(l.cost)]);
   return [table("Cost by tenant", ["tenant", "attempts", "hours", "cost"], rows, "no priced attempts (set a worker's price attribute)"),
-    h("p", { class: "muted" }, `total ${report.total.toFixed(2)}`)];
+    h("p", { class: "muted" }, "total ", amount(report.total))];
+}
+
+// Two decimals; what would show as 0.00 (a short job on a spot instance costs fractions
+// of a cent) shows as "< 0.01", its exact value on hover.
+function amount(x) {
+  return x > 0 && x < 0.005 ? h("span", { title: String(x) }, "< 0.01") : x.toFixed(2);
 }
