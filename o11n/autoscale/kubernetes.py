@@ -20,26 +20,42 @@ ECI-based pods"):
   three minutes before); a reclaimed one ends in ECI's `Expired` state, which we assume
   Kubernetes shows as phase `Failed` with `status.reason` `Expired`. Either counts as
   reclaimed.
+
+Each Pod also carries its launch as o11n's own annotation (`o11n.dev/launch`: worker,
+candidate types, spot terms, start time), so that a scheduler that starts again adopts
+the Pods it still finds (`existing`) instead of losing track of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import math
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from o11n.core.capacity import MAX_CANDIDATES, Instance, InstanceType, Launch, OutOfStock, started
+from o11n.core.capacity import (
+    MAX_CANDIDATES,
+    Instance,
+    InstanceType,
+    Launch,
+    OutOfStock,
+    SpotStrategy,
+    started,
+)
 
+log = logging.getLogger(__name__)
 ECI = "k8s.aliyun.com/"
+LAUNCH_NOTE = "o11n.dev/launch"
 WORKER_LABELS = {
     "app.kubernetes.io/name": "o11n-worker",
     "app.kubernetes.io/managed-by": "o11n-autoscaler",
@@ -78,9 +94,12 @@ def pod_name(worker: str) -> str:
     return name[:63].rstrip("-")
 
 
-def worker_pod(launch: Launch, worker: str, settings: KubernetesSettings) -> dict[str, Any]:
+def worker_pod(
+    launch: Launch, worker: str, settings: KubernetesSettings, started_at: float = 0.0
+) -> dict[str, Any]:
     """The Pod manifest of one worker for a Launch (its resources from the first candidate)."""
     kind = launch.candidates[0]
+    notes = eci_annotations(launch) if settings.eci else {}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -88,7 +107,7 @@ def worker_pod(launch: Launch, worker: str, settings: KubernetesSettings) -> dic
             "name": pod_name(worker),
             "namespace": settings.namespace,
             "labels": _labels(worker, settings),
-            "annotations": eci_annotations(launch) if settings.eci else {},
+            "annotations": {**notes, LAUNCH_NOTE: launch_note(launch, worker, started_at)},
         },
         "spec": {
             "restartPolicy": "Never",
@@ -113,6 +132,20 @@ def eci_annotations(launch: Launch) -> dict[str, str]:
     # ECI takes whole hours; rounding up never shortens the protection the policy counts on.
     notes[f"{ECI}eci-spot-duration"] = str(math.ceil(launch.spot_duration_s / 3600))
     return notes
+
+
+def launch_note(launch: Launch, worker: str, started_at: float) -> str:
+    """What a later scheduler needs to adopt the Pod, as JSON."""
+    return json.dumps(
+        {
+            "worker": worker,
+            "candidates": [kind.name for kind in launch.candidates[:MAX_CANDIDATES]],
+            "spot_strategy": launch.spot_strategy,
+            "spot_duration_s": launch.spot_duration_s,
+            "started_at": started_at,
+        },
+        sort_keys=True,
+    )
 
 
 def _labels(worker: str, settings: KubernetesSettings) -> dict[str, str]:
@@ -190,7 +223,7 @@ class KubernetesProvider:
 
     async def start(self, launch: Launch, worker: str) -> Instance:
         """Create the worker's Pod and wait (a while) to learn where ECI placed it."""
-        manifest = worker_pod(launch, worker, self.settings)
+        manifest = worker_pod(launch, worker, self.settings, self.clock())
         try:
             await self._call(
                 self._core.create_namespaced_pod,
@@ -222,6 +255,38 @@ class KubernetesProvider:
         self._reported = names  # forget Pods that are gone, so a new Pod of that name counts
         return fresh
 
+    async def existing(self, types: Sequence[InstanceType]) -> list[Instance]:
+        """The live Pods of this provider, as instances to adopt: their types from `types`
+        by name (one the catalog no longer has is priced at 0). Pods being deleted or
+        ended, and Pods without o11n's launch annotation, are left alone."""
+        pods = await self._call(
+            self._core.list_namespaced_pod, self.settings.namespace, label_selector=SELECTOR
+        )
+        known = {kind.name: kind for kind in types}
+        found = []
+        for pod in pods.items:
+            meta, status = pod.metadata, pod.status
+            if meta is None or meta.deletion_timestamp is not None:
+                continue
+            if status is not None and status.phase in ("Succeeded", "Failed"):
+                continue
+            try:
+                note = json.loads((meta.annotations or {})[LAUNCH_NOTE])
+                names = [str(name) for name in note["candidates"]] or ["unknown"]
+                if note["spot_strategy"] not in get_args(SpotStrategy):
+                    raise ValueError(f"spot strategy {note['spot_strategy']!r}")
+                launch = Launch(
+                    tuple(known.get(name) or InstanceType(name, 0.0, 0) for name in names),
+                    spot_strategy=note["spot_strategy"],
+                    spot_duration_s=float(note["spot_duration_s"]),
+                )
+                found.append(
+                    self._instance(launch, str(note["worker"]), pod, now=float(note["started_at"]))
+                )
+            except (KeyError, TypeError, ValueError):
+                log.warning("pod %s: no usable %s annotation, left alone", meta.name, LAUNCH_NOTE)
+        return found
+
     async def _placed(self, name: str) -> k8s.V1Pod | None:
         """The Pod once ECI created its instance; OutOfStock when ECI has none of the types;
         None when it did not say within placement_timeout_s."""
@@ -249,7 +314,9 @@ class KubernetesProvider:
         )
         return next((e.message for e in events.items if _says_no_stock(e.message or "")), None)
 
-    def _instance(self, launch: Launch, worker: str, pod: k8s.V1Pod | None) -> Instance:
+    def _instance(
+        self, launch: Launch, worker: str, pod: k8s.V1Pod | None, now: float | None = None
+    ) -> Instance:
         kind = _placed_type(launch.candidates, pod)
         return started(
             launch,
@@ -257,7 +324,7 @@ class KubernetesProvider:
             id=pod_name(worker),
             worker=worker,
             zone=kind.zones[0] if kind.zones else "",
-            now=self.clock(),
+            now=self.clock() if now is None else now,
             labels={"namespace": self.settings.namespace, "placed": str(pod is not None)},
         )
 

@@ -4,7 +4,9 @@ type's tags and resources, so elasticity can be seen (and tested) end to end.
 Nothing is ever out of stock here, and there are no zones: the first candidate is
 started. A stop is a drain (SIGTERM: running jobs finish within the worker's drain
 time-out, then it exits); `reclaim` plays the cloud taking a spot instance back
-(SIGKILL, no drain), for tests and demonstrations.
+(SIGKILL, no drain), for tests and demonstrations. The workers are children of the
+scheduler and drain when it dies (`setpriv --pdeathsig TERM`), so a scheduler that
+starts again finds none to adopt and no name taken.
 """
 
 from __future__ import annotations
@@ -12,16 +14,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from o11n.core.capacity import Instance, Launch, started
+from o11n.core.capacity import Instance, InstanceType, Launch, started
 
 STOP_GRACE_S = 30.0
+_SETPRIV = shutil.which("setpriv")
+DRAIN_WITH_US = [_SETPRIV, "--pdeathsig", "TERM", "--"] if _SETPRIV else []
 
 
 @dataclass
@@ -43,6 +48,7 @@ class LocalProvider:
         folder.mkdir(parents=True, exist_ok=True)
         tags = [f"--tag={k}={v}" for k, v in (*kind.tags, *launch.tags)]
         argv = [
+            *DRAIN_WITH_US,
             *(sys.executable, "-m", "o11n", "worker", "--server", self.server_url),
             *("--name", worker, "--cpus", f"{kind.cpu:g}", "--memory", str(kind.memory)),
             *("--workdir", str(folder / "work"), "--drain-timeout", f"{self.drain_timeout_s:g}"),
@@ -85,6 +91,10 @@ class LocalProvider:
             self._procs.pop(worker)
         taken, self._reclaimed = self._reclaimed + gone, []
         return list(dict.fromkeys(taken))
+
+    async def existing(self, types: Sequence[InstanceType]) -> list[Instance]:
+        """None: the workers of an earlier run drained when it died."""
+        return []
 
     def reclaim(self, worker: str) -> None:
         """Take an instance back as a spot market would: killed at once, no drain."""

@@ -5,7 +5,9 @@ stop workers; it also turns a provider's reclaimed instances into lost attempts.
 Every decision is an event with its reason, kept in memory (the last 1,000) and logged:
 `o11n autoscale events`. Workers it starts are named `PREFIX-N` and get the agent
 attribute `price` (their hourly price) once they register, which is what cost reports
-charge.
+charge. At start it adopts the instances its provider still runs for an earlier run of
+the scheduler: they count against the caps and are stopped when idle like the others,
+and new names continue after theirs.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class PoolEvent:
     """One decision or happening, with its reason."""
 
     at: float
-    kind: str  # launch, started, out_of_stock, held, stop, stopped, reclaimed, registered
+    kind: str  # config, adopted, started, out_of_stock, held, stop, reclaimed, registered, error
     reason: str
     worker: str | None = None
     instance_type: str | None = None
@@ -85,13 +87,30 @@ class ElasticPool:
     # -- life cycle --------------------------------------------------------------
 
     async def start(self) -> None:
-        """Run the loop every `interval` seconds."""
+        """Adopt what an earlier run started, then run the loop every `interval` seconds."""
         self._note(
             "config",
             f"min {self.config.min_workers}, max {self.config.max_workers} workers, "
             f"idle_ttl {self.config.idle_ttl_s:g}s, {len(self.catalog.types)} types",
         )
+        await self.adopt()
         self._task = asyncio.create_task(self._forever())
+
+    async def adopt(self) -> None:
+        """Take over the instances the provider runs for an earlier run of the scheduler."""
+        try:
+            found = await self.provider.existing(self.catalog.at(self.clock() - self._epoch))
+        except Exception as exc:
+            log.exception("listing the provider's instances failed")
+            self._note("error", f"cannot list the provider's instances to adopt: {exc}")
+            return
+        for instance in found:
+            if instance.worker in self.instances:
+                continue
+            self.instances[instance.worker] = instance
+            self._started = max(self._started, _number(instance.worker, self.prefix))
+            age = self.clock() - instance.started_at
+            self._note("adopted", f"started {age:.0f}s ago by an earlier run", instance)
 
     async def stop(self) -> None:
         """Stop the loop, then every instance it started."""
@@ -236,6 +255,12 @@ class ElasticPool:
             "pending": len(self.pending),
             "currency": self.catalog.currency,
         }
+
+
+def _number(worker: str, prefix: str) -> int:
+    """N of a worker named PREFIX-N; 0 for any other name."""
+    head, _, number = worker.rpartition("-")
+    return int(number) if head == prefix and number.isdigit() else 0
 
 
 def _demand(bucket: Bucket, count: int, since: float) -> Demand:

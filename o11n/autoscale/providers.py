@@ -1,11 +1,13 @@
-"""What a capacity provider does: start a worker machine for a Launch, stop one, and
-say which of its instances the cloud took back."""
+"""What a capacity provider does: start a worker machine for a Launch, stop one, say
+which of its instances the cloud took back, and which still run from an earlier run of
+the scheduler."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
-from o11n.core.capacity import Instance, Launch
+from o11n.core.capacity import Instance, InstanceType, Launch
 
 
 class Provider(Protocol):
@@ -22,4 +24,9 @@ class Provider(Protocol):
 
     async def reclaimed(self) -> list[str]:
         """The ids of instances taken back (spot interruption) since the last call."""
+        ...
+
+    async def existing(self, types: Sequence[InstanceType]) -> list[Instance]:
+        """The machines it runs that an earlier run of the scheduler started (to adopt),
+        their types looked up in `types`."""
         ...

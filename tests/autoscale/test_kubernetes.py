@@ -4,6 +4,7 @@ API calls, made by the official client against FakeKubernetesApi, a fake API ser
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -12,7 +13,13 @@ import kubernetes_validate
 import pytest
 from kubernetes import client as k8s
 
-from o11n.autoscale.kubernetes import KubernetesProvider, KubernetesSettings, pod_name, worker_pod
+from o11n.autoscale.kubernetes import (
+    WORKER_LABELS,
+    KubernetesProvider,
+    KubernetesSettings,
+    pod_name,
+    worker_pod,
+)
 from o11n.core.capacity import InstanceType, Launch, OutOfStock
 from tests.autoscale.fake_kube import FakeKubernetesApi
 from tests.clock import Clock
@@ -54,7 +61,9 @@ def test_every_manifest_is_a_valid_pod(launch: str, variant: str) -> None:
 
 def test_the_seed_launch_carries_the_eci_annotations() -> None:
     pod = worker_pod(LAUNCHES["follow_market"], "w-1", SETTINGS)
-    assert pod["metadata"]["annotations"] == {
+    notes = pod["metadata"]["annotations"]
+    assert json.loads(notes.pop("o11n.dev/launch"))["candidates"][0] == "ecs.c6.2xlarge"
+    assert notes == {
         f"{ECI}eci-use-specs": "ecs.c6.2xlarge,ecs.c5.2xlarge,ecs.c7.3xlarge,ecs.g6.2xlarge,"
         "ecs.c6e.2xlarge",
         f"{ECI}eci-spot-strategy": "SpotAsPriceGo",
@@ -257,3 +266,30 @@ async def test_other_pods_are_never_reported(fake: FakeKubernetesApi, api_client
         "status": {"phase": "Failed", "reason": "Expired"},
     }
     assert await provider(api_client).reclaimed() == []
+
+
+async def test_a_later_provider_adopts_the_live_pods(
+    fake: FakeKubernetesApi, api_client: Any
+) -> None:
+    """A scheduler that starts again finds the Pods an earlier one started, with the type
+    ECI chose, the spot terms and the start time; ended Pods and others are left alone."""
+    earlier = provider(api_client)  # its clock reads 1000
+    fake.on_create = placed("ecs.g6.2xlarge")
+    await earlier.start(LAUNCHES["follow_market"], "elastic-1")
+    fake.on_create = lambda pod: None  # never placed: the first candidate is assumed
+    await earlier.start(LAUNCHES["price_limit"], "elastic-2")
+    await earlier.start(LAUNCHES["on_demand"], "elastic-3")
+    fake.pod("ci", "o11n-elastic-3")["status"] = {"phase": "Failed", "reason": "Expired"}
+    fake.pods[("ci", "hand-made")] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "hand-made", "labels": dict(WORKER_LABELS)},
+        "status": {"phase": "Running"},
+    }
+    later = KubernetesProvider(SETTINGS, api_client, clock=Clock(9000.0))
+    found = {i.worker: i for i in await later.existing([C6, G6])}  # C5 left the catalog
+    assert sorted(found) == ["elastic-1", "elastic-2"]
+    one, two = found["elastic-1"], found["elastic-2"]
+    assert (one.id, one.type, one.spot, one.hourly_price) == ("o11n-elastic-1", G6, True, 0.4)
+    assert (one.started_at, one.protected_until) == (1000.0, 1000.0 + 3600)
+    assert (two.type, two.hourly_price, two.protected_until) == (C6, 0.27, 1000.0 + 7200)

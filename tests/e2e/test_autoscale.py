@@ -94,6 +94,20 @@ def test_a_reclaimed_instances_job_completes_on_a_replacement(
         assert status(api)["interruptions"] == 1 and "reclaimed" in kinds(api)
 
 
+def test_local_workers_drain_when_their_scheduler_dies(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """A scheduler killed outright leaves no worker behind: a restarted one would
+    otherwise meet a stranger under the name it gives its first new worker."""
+    server = elastic_server(start_server, tmp_path)
+    with Client(server.url, server.token) as api:
+        job_id = api.submit({"command": ["true"], "tags": {"pool": "elastic"}})
+        wait_for(lambda: api.get(job_id).state.terminal, 60, "the job ran")
+    assert _worker_pid("elastic-1") is not None
+    server.kill()
+    wait_for(lambda: _worker_pid("elastic-1") is None, 30, "the worker outlived its scheduler")
+
+
 def _worker_pid(name: str) -> int | None:
     """The pid of the `o11n worker --name NAME` process, if it runs."""
     for entry in Path("/proc").iterdir():
