@@ -63,7 +63,7 @@ def test_a_worker_appears_for_a_job_and_goes_when_idle(
         assert job.attempts[-1].worker == instance["worker"] == "elastic-1"
         gone = wait_for(lambda: status(api)["instances"][0]["stopped_at"], 30, "idle stop")
         assert gone and "stop" in kinds(api)
-        wait_for(lambda: _worker_pid("elastic-1") is None, 30, "the worker process exited")
+        wait_for(lambda: _worker_pid("elastic-1", server.url) is None, 30, "the worker exited")
         agent = next(a for a in api.request("GET", "/api/v1/agents")["agents"])
         assert agent["attributes"]["price"] == 0.05  # what cost reports charge
     events = run_cli(server.url, server.token, "autoscale", "events").stdout
@@ -82,7 +82,7 @@ def test_a_reclaimed_instances_job_completes_on_a_replacement(
         job_id = api.submit({"command": script, "tags": {"pool": "elastic"}})
         wait_for(lambda: marker.exists(), 60, "the job started on a created worker")
         first = marker.read_text().split()[0]
-        pid = _worker_pid(first)
+        pid = _worker_pid(first, server.url)
         assert pid is not None
         os.kill(pid, signal.SIGKILL)  # the cloud takes the spot instance back
         job = wait_for(lambda: (j := api.get(job_id)).state.terminal and j, 90, "it finished")
@@ -103,20 +103,30 @@ def test_local_workers_drain_when_their_scheduler_dies(
     with Client(server.url, server.token) as api:
         job_id = api.submit({"command": ["true"], "tags": {"pool": "elastic"}})
         wait_for(lambda: api.get(job_id).state.terminal, 60, "the job ran")
-    assert _worker_pid("elastic-1") is not None
+    assert _worker_pid("elastic-1", server.url) is not None
     server.kill()
-    wait_for(lambda: _worker_pid("elastic-1") is None, 30, "the worker outlived its scheduler")
+    wait_for(
+        lambda: _worker_pid("elastic-1", server.url) is None,
+        30,
+        "the worker outlived its scheduler",
+    )
 
 
-def _worker_pid(name: str) -> int | None:
-    """The pid of the `o11n worker --name NAME` process, if it runs."""
+def _worker_pid(name: str, server: str) -> int | None:
+    """The pid of the `o11n worker --server SERVER --name NAME` process, if it runs (the
+    server tells this test's workers from any other test's, or run's, of that name)."""
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"worker" in argv and name.encode() in argv and running(int(entry.name)):
+            if (
+                b"worker" in argv
+                and name.encode() in argv
+                and server.encode() in argv
+                and running(int(entry.name))
+            ):
                 return int(entry.name)
     return None
 
@@ -155,7 +165,7 @@ def test_o11n_up_with_the_example_catalog_scales_from_zero_and_back(tmp_path: Pa
         assert ran.stdout.strip() == "ran on elastic-1"
         with Client(url, env["O11N_TOKEN"]) as api:
             wait_for(lambda: status(api)["instances"][0]["stopped_at"], 60, "the idle stop")
-        wait_for(lambda: _worker_pid("elastic-1") is None, 60, "the worker process exited")
+        wait_for(lambda: _worker_pid("elastic-1", url) is None, 60, "the worker process exited")
     finally:
         up.terminate()
         up.wait(30)
