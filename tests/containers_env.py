@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -41,6 +42,23 @@ BUSYBOX2 = f"{REGISTRY}/o11n/busybox:2"
 MISSING = f"{REGISTRY}/o11n/missing:1"
 HANGING_PORT = 5999  # marked insecure in registries.conf.d/o11n.conf, like REGISTRY
 INSTALL_HINT = "run `bash .ci/install-containers` as root"
+
+
+def remove_containers_of(workdir: Path) -> None:
+    """Remove the containers of the worker with this work directory (label o11n.workdir):
+    a worker killed outright cannot remove its warm ones. Without podman, nothing to do."""
+    if not os.path.exists(SOCKET):
+        return
+    api = docker.APIClient(base_url=DOCKER_HOST)
+    try:
+        label = f"o11n.workdir={workdir.resolve()}"
+        for container in api.containers(all=True, filters={"label": label}):
+            with contextlib.suppress(docker.errors.DockerException):
+                api.remove_container(container["Id"], force=True)
+    except docker.errors.DockerException:
+        pass  # the engine is not answering: nothing it could remove either
+    finally:
+        api.close()
 
 
 def docker_client(timeout: float = 60.0) -> docker.DockerClient:

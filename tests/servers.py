@@ -16,6 +16,8 @@ from typing import TypeVar
 
 import httpx
 
+from tests.containers_env import remove_containers_of
+
 T = TypeVar("T")
 
 
@@ -262,6 +264,7 @@ class WorkerProcess:
         self.resume()
         self.kill()
         kill_all_with(E2E_OWNER=self.owner)
+        remove_containers_of(self.workdir)  # its warm containers: killed, it could not
 
 
 def run_cli(

@@ -116,6 +116,7 @@ class ContainerRunner:
         self.warm: dict[WarmKey, list[Warm]] = {}
         self._threads = concurrent.futures.ThreadPoolExecutor(32, "o11n-containers")
         self._open = _Deadline()  # every response of the engine; close() shuts them
+        self._dropping: dict[str, Container] = {}  # warm containers being removed
 
     @property
     def client(self) -> docker.DockerClient:
@@ -414,7 +415,12 @@ class ContainerRunner:
                 del self.warm[key]
 
     def _drop(self, warm: Warm) -> None:
-        self._threads.submit(self._remove, warm.container)
+        """Remove a warm container in the background (close() finishes what is left)."""
+        container = warm.container
+        self._dropping[str(container.id)] = container
+        self._threads.submit(self._remove, container).add_done_callback(
+            lambda _f: self._dropping.pop(str(container.id), None)
+        )
 
     async def _discard(self, warm: Warm) -> None:
         await self._call(self._remove, warm.container)
@@ -562,6 +568,8 @@ class ContainerRunner:
             for warm in pool:
                 self._remove(warm.container)
         self.warm.clear()
+        for container in list(self._dropping.values()):  # removals still queued
+            self._remove(container)
         self._open.expire()
         if self._client is not None:
             self._client.close()

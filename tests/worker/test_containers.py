@@ -13,7 +13,14 @@ import pytest
 from o11n.core.jobs import JobSpec
 from o11n.worker.containers import ContainerConfig, ContainerRunner
 from o11n.worker.executor import Attempt, Ended, Executor
-from tests.containers_env import BUSYBOX, BUSYBOX2, SOCKET, hanging_registry, remove_local
+from tests.containers_env import (
+    BUSYBOX,
+    BUSYBOX2,
+    SOCKET,
+    docker_client,
+    hanging_registry,
+    remove_local,
+)
 from tests.worker.test_executor import Captured
 
 ENGINE = f"unix://{SOCKET}"
@@ -161,6 +168,12 @@ async def test_warm_containers_are_reused_bounded_and_expire(tmp_path: Path) -> 
         assert runner.warm == {}  # idle past the time-out: removed
     finally:
         runner.close()
+    engine = docker_client()
+    try:  # and gone from the engine once the runner is closed, even if just dropped
+        label = f"o11n.workdir={tmp_path / 'work'}"
+        assert engine.api.containers(all=True, filters={"label": label}) == []
+    finally:
+        engine.close()
 
 
 async def test_a_dirtied_container_is_discarded(tmp_path: Path) -> None:
