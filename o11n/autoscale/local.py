@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from o11n.core.capacity import Instance, InstanceType, Launch, started
+from o11n.worker.host import dies_with_parent
 
 STOP_GRACE_S = 30.0
-_SETPRIV = shutil.which("setpriv")
-DRAIN_WITH_US = [_SETPRIV, "--pdeathsig", "TERM", "--"] if _SETPRIV else []
+DRAIN_WITH_US = dies_with_parent("TERM")
 
 
 @dataclass

@@ -576,16 +576,6 @@ class ContainerRunner:
         self._threads.shutdown(wait=False, cancel_futures=True)
 
 
-@dataclass
-class _LogCopy:
-    """One stream of a container's followed log: how much of it was copied, and its
-    response, to be shut when it does not end."""
-
-    name: str
-    written: int = 0
-    stream: _Deadline = field(default_factory=lambda: _Deadline())
-
-
 class _EndLine:
     """Finds the exec wrapper's end line in one output stream: what precedes it is the
     command's output; a tail that may be the start of one is held back meanwhile."""
@@ -647,6 +637,16 @@ class _Deadline:
         for response in list(self._responses):
             with contextlib.suppress(Exception):
                 response.close()
+
+
+@dataclass
+class _LogCopy:
+    """One stream of a container's followed log: how much of it was copied, and its
+    response, to be shut when it does not end."""
+
+    name: str
+    written: int = 0
+    stream: _Deadline = field(default_factory=_Deadline)
 
 
 def _shut(response: Any) -> None:

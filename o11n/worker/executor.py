@@ -25,10 +25,10 @@ from typing import Any, Protocol
 
 from o11n.core.jobs import JobSpec
 from o11n.errors import BadRequest, O11nError
+from o11n.worker.host import dies_with_parent
 
 READ_SIZE = 64 * 1024
-_SETPRIV = shutil.which("setpriv")
-DEATH_GUARD = [_SETPRIV, "--pdeathsig", "KILL", "--"] if _SETPRIV else []
+DEATH_GUARD = dies_with_parent("KILL")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +71,7 @@ def command_parts(command: list[str] | str) -> list[str]:
 
 def command_argv(command: list[str] | str) -> list[str]:
     """The command under `setpriv --pdeathsig KILL` where it exists, so it dies with the
-    worker (an exec of setpriv costs less than a preexec_fn, which rules out vfork)."""
+    worker."""
     return [*DEATH_GUARD, *command_parts(command)]
 
 

@@ -9,6 +9,14 @@ import socket
 from pathlib import Path
 
 
+def dies_with_parent(signal_name: str) -> list[str]:
+    """A command prefix: what it runs gets SIG`signal_name` when the process that started
+    it dies (`setpriv --pdeathsig`; an exec of setpriv costs less than a preexec_fn,
+    which rules out vfork). Empty where setpriv is missing."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", signal_name, "--"] if setpriv else []
+
+
 def hostname() -> str:
     """This machine's host name."""
     return socket.gethostname() or "worker"

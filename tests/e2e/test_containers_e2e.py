@@ -126,8 +126,6 @@ def test_a_stopped_worker_leaves_no_warm_container(
         assert worker.wait(30) == 0
         assert engine.api.containers(all=True, filters=label) == []
     finally:
-        for left in engine.api.containers(all=True, filters=label):
-            engine.api.remove_container(left["Id"], force=True)
         engine.close()
 
 
@@ -155,6 +153,4 @@ def test_a_worker_killed_outright_removes_its_leftovers_when_it_comes_back(
                 "the warm container of the killed run was left",
             )
     finally:
-        for container in engine.api.containers(all=True, filters=label):
-            engine.api.remove_container(container["Id"], force=True)
         engine.close()

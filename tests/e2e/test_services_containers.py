@@ -5,7 +5,6 @@ service removes its container. Nothing is skipped: without podman this fails (ru
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -44,19 +43,16 @@ def engine() -> Iterator[docker.DockerClient]:
 
 @pytest.fixture
 def agent(
-    start_server: StartServer, start_worker: StartWorker, engine: docker.DockerClient
+    start_server: StartServer, start_worker: StartWorker
 ) -> Iterator[tuple[ServerProcess, str]]:
     """A scheduler and one worker (a unique name, so its containers are told apart);
-    afterwards every container that worker made is removed, whatever the test left."""
+    the worker's teardown removes every container it made, whatever the test left."""
     name = f"svc-{uuid.uuid4().hex[:8]}"
     server = start_server()
     start_worker(server, name, cpus=2, kill_grace=2.0, extra=("--address", ADDRESS))
     with Client(server.url, server.token) as client:
         wait_for(client.workers, 30, "the worker registered")
     yield server, name
-    for container in containers_of(engine, name, all=True):
-        with contextlib.suppress(docker.errors.NotFound):
-            engine.api.remove_container(container, force=True)
 
 
 def containers_of(engine: docker.DockerClient, worker: str, **filters: Any) -> list[str]:
