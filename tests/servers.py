@@ -186,8 +186,10 @@ class WorkerProcess:
         kill_grace: float = 10.0,
         drain_timeout: float = 600.0,
         extra: tuple[str, ...] = (),
+        token: str | None = None,
     ) -> None:
         self.server = server
+        self.token = token  # default: the admin token
         self.name = name
         self.workdir = folder / name
         self.log = folder / f"{name}.log"
@@ -212,11 +214,13 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         args = [sys.executable, "-m", "o11n", "worker", "--server", self.server.url]
-        args += ["--token", self.server.token, "--name", self.name]
+        token_file = self.workdir.with_name(f"{self.workdir.name}.token")
+        args += ["--token-file", str(token_file), "--name", self.name]
         args += ["--workdir", str(self.workdir), "--log-level", "info", *self.options]
         env = {k: v for k, v in os.environ.items() if not k.startswith("O11N_")}
         env["E2E_OWNER"] = self.owner
         self.workdir.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(self.token or self.server.token)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env

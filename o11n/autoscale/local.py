@@ -46,15 +46,19 @@ class LocalProvider:
         folder = self.root / worker
         folder.mkdir(parents=True, exist_ok=True)
         tags = [f"--tag={k}={v}" for k, v in (*kind.tags, *launch.tags)]
+        token_file = folder / "token"  # kept out of the worker's argv and environment
+        token_file.unlink(missing_ok=True)
+        with os.fdopen(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(self.token)
         argv = [
             *DRAIN_WITH_US,
             *(sys.executable, "-m", "o11n", "worker", "--server", self.server_url),
+            *("--token-file", str(token_file)),
             *("--name", worker, "--cpus", f"{kind.cpu:g}", "--memory", str(kind.memory)),
             *("--workdir", str(folder / "work"), "--drain-timeout", f"{self.drain_timeout_s:g}"),
             *tags,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("O11N_")}
-        env["O11N_TOKEN"] = self.token
         with (folder / "worker.log").open("ab") as log:
             proc = subprocess.Popen(
                 argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

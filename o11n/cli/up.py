@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import typer
 
-from o11n.scheduler.server import DEFAULT_PORT, data_dir_default
+from o11n.scheduler.server import DEFAULT_PORT, data_dir_default, lock_down
 from o11n.worker import host
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -57,6 +57,7 @@ def up(
         from o11n.autoscale.catalog import load_catalog
 
         load_catalog(autoscale)  # a bad catalog is a usage error before anything starts
+    lock_down(data_dir)
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     url = f"http://{host_}:{port}"
@@ -135,30 +136,34 @@ def _wait_ready(
 def _start_workers(
     count: int, url: str, token: str, data_dir: Path, drain_timeout: float
 ) -> list[subprocess.Popen[bytes]]:
+    """Local workers, each with a worker token of its own in a file only root (or this
+    user) can read: never the admin token, never in their argv or environment."""
     memory = host.memory_bytes() // max(count, 1)
     base = host.hostname()
-    return [
-        spawn_o11n(
-            [
-                "worker",
-                "--server",
-                url,
-                "--name",
-                f"{base}-{i}",
-                "--cpus",
-                "1",
-                "--memory",
-                str(memory),
-                "--workdir",
-                str(data_dir / "work" / f"{base}-{i}"),
-                "--drain-timeout",
-                str(drain_timeout),
-            ],
-            data_dir / "logs" / f"worker-{i}.log",
-            {"O11N_TOKEN": token},
-        )
-        for i in range(1, count + 1)
-    ]
+    tokens = data_dir / "tokens"
+    tokens.mkdir(mode=0o700, exist_ok=True)
+    children = []
+    for i in range(1, count + 1):
+        name = f"{base}-{i}"
+        token_file = tokens / name
+        token_file.unlink(missing_ok=True)
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(_worker_token(url, token))
+        args = ["worker", "--server", url, "--name", name, "--token-file", str(token_file)]
+        args += ["--cpus", "1", "--memory", str(memory), "--drain-timeout", str(drain_timeout)]
+        args += ["--workdir", str(data_dir / "work" / name)]
+        children.append(spawn_o11n(args, data_dir / "logs" / f"worker-{i}.log", {}))
+    return children
+
+
+def _worker_token(url: str, admin: str) -> str:
+    """A fresh worker token from the scheduler."""
+    answer = httpx.post(
+        f"{url}/api/v1/workers/tokens", headers={"Authorization": f"Bearer {admin}"}, timeout=30
+    )
+    answer.raise_for_status()
+    return str(answer.json()["token"])
 
 
 def _announce(url: str, token: str, data_dir: Path, count: int, reapi: str | None) -> None:

@@ -55,10 +55,19 @@ def data_dir_default() -> Path:
 Ready = Callable[[str, str, int | None], None]  # URL, admin token, REAPI port
 
 
+def lock_down(data_dir: Path) -> None:
+    """The data folder (the database, the store, the admin token) is this user's alone:
+    no job a worker runs as another uid can read it. What is made later is too."""
+    os.umask(0o077)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+
+
 def serve(config: ServerConfig, on_ready: Ready | None = None) -> None:
     """Run the scheduler (and the Remote Execution API, when configured) until SIGINT or
     SIGTERM."""
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    lock_down(config.data_dir)
     token = admin_token(config.data_dir)
     db = Database(engine_url(config.db, config.data_dir), sqlite_sync=config.sqlite_sync)
     scheduler = Scheduler(db, token, lease_seconds=config.lease_seconds)

@@ -28,6 +28,8 @@ from o11n.worker.executor import Attempt, Ended, Executor, Runner
 from o11n.worker.files import Files
 from o11n.worker.logs import LogShipper
 from o11n.worker.reports import Reporter
+from o11n.worker.sandbox import DEFAULT_UIDS, Sandbox
+from o11n.worker.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 MAX_JOBS_PER_POLL = 64
@@ -55,6 +57,8 @@ class WorkerConfig:
     kill_grace: float = 10.0
     drain_timeout: float = 600.0
     cache_cap: int | None = 10 * 2**30  # the local blob cache (workspaces, inputs)
+    sandbox: bool = True  # process jobs under bubblewrap, each as a uid of its own
+    sandbox_uids: range = DEFAULT_UIDS
 
 
 @dataclass
@@ -66,6 +70,11 @@ class Running:
     lease_id: str
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     stop_reason: str = ""
+
+    @property
+    def key(self) -> str:
+        """The attempt's name for the watchdog: `JOB.ATTEMPT`."""
+        return f"{self.job_id}.{self.attempt}"
 
     def halt(self, reason: str) -> None:
         """Stop the attempt's command (SIGTERM, then SIGKILL after the grace period)."""
@@ -80,14 +89,18 @@ class Agent:
     def __init__(self, api: WorkerApi, config: WorkerConfig) -> None:
         self.api = api
         self.config = config
+        self.watchdog = Watchdog()
         self.executor = Executor(
             config.workdir,
             files=Files(api, config.workdir / ".cas", config.cache_cap),
             containers=_containers(config),
             mode=config.executor,
+            sandbox=Sandbox(config.workdir, config.sandbox_uids) if config.sandbox else None,
+            watchdog=self.watchdog,
             keep_workdirs=config.keep_workdirs,
             kill_grace=config.kill_grace,
         )
+        self.lease_seconds = 30.0
         self.reporter = Reporter(api, config.name, self._lost, self._take, self._room)
         self.running: dict[int, Running] = {}
         self.heartbeat_seconds = 10.0
@@ -95,6 +108,7 @@ class Agent:
         self._tasks: set[asyncio.Task[None]] = set()  # attempts, and jobs given back
         self._side: set[asyncio.Task[None]] = set()
         api.on_unregistered = self.register
+        api.on_refused = self._scheduler_down
 
     async def register(self) -> None:
         """Tell the scheduler who this worker is and what it offers."""
@@ -111,11 +125,13 @@ class Agent:
         }
         answer = await self.api.call("/api/v1/workers/register", body, register_again=False)
         self.heartbeat_seconds = float(answer["heartbeat_seconds"])
+        self.lease_seconds = float(answer["lease_seconds"])
         log.info("registered as %s with %s", c.name, self.api.server)
 
     async def run(self) -> None:
         """Work until drained, then wait for running attempts (up to the drain timeout)."""
         await asyncio.to_thread(self.executor.sweep, self.config.name)
+        self.watchdog.start()
         await self.register()
         loops = [
             asyncio.create_task(self._keep(self._lease_loop, "the lease loop")),
@@ -130,6 +146,7 @@ class Agent:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
             await asyncio.to_thread(self.executor.close)  # no warm container outlives it
+            await asyncio.to_thread(self.watchdog.close)
 
     async def _keep(self, loop: Callable[[], Awaitable[None]], what: str) -> None:
         """Run a loop; if the scheduler refuses a call outright, say so and start it again
@@ -201,6 +218,7 @@ class Agent:
     def _start(self, grant: dict[str, Any]) -> None:
         running = Running(grant["id"], grant["attempt"], grant["lease_id"])
         self.running[running.job_id] = running
+        self.watchdog.deadline(running.key, self._deadline(time.monotonic()))
         task = asyncio.create_task(
             self._run_attempt(running, JobSpec.model_validate(grant["spec"]))
         )
@@ -224,6 +242,7 @@ class Agent:
             await logs.close()
         if running.stop_reason and ended.kind == "lost":
             ended = dataclasses.replace(ended, reason=running.stop_reason)
+        self.watchdog.drop(running.key)
         try:
             await self.reporter.finished(running, ended)
         finally:
@@ -243,13 +262,30 @@ class Agent:
             for r in self.running.values()
         ]
         body = {"attempts": held, "wait": wait, "draining": draining}
+        keys = [r.key for r in self.running.values()]
+        sent = time.monotonic()
         answer = await self.api.call(
             f"/api/v1/workers/{self.config.name}/heartbeat", body, wait=wait
         )
+        for running in self.running.values():  # renewed on arrival, which is after `sent`
+            if running.key in keys:
+                self.watchdog.deadline(running.key, self._deadline(sent))
         for job_id in answer["stop"]:
             self._lost(job_id)
         if answer["drain"]:
             self.drain(tell_scheduler=False)
+
+    def _deadline(self, renewed: float) -> float:
+        """When an attempt whose lease was renewed at `renewed` must be dead if it is not
+        renewed again: a little before the scheduler can hand its job to another worker."""
+        return renewed + self.lease_seconds - min(2.0, self.lease_seconds / 10)
+
+    def _scheduler_down(self) -> None:
+        """No scheduler listens (the connection was refused): nobody can hand these jobs to
+        another worker, and a restarted scheduler gives them fresh leases; they run on."""
+        now = time.monotonic()
+        for running in self.running.values():
+            self.watchdog.deadline(running.key, self._deadline(now))
 
     def _lost(self, job_id: int) -> None:
         """The scheduler says this attempt must stop (cancelled, or its lease is gone)."""

@@ -37,6 +37,7 @@ class WorkerApi:
         self.server = server.rstrip("/")
         self.backoff = backoff or Backoff(base=0.05, cap=2.0)
         self.on_unregistered: Callable[[], Awaitable[None]] | None = None
+        self.on_refused: Callable[[], None] | None = None  # no scheduler listens
         self._headers: dict[str, str] = {}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
@@ -150,4 +151,9 @@ class WorkerApi:
                 return r.status, await r.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             log.debug("POST %s failed: %s", path, exc)
+            refused = isinstance(exc, aiohttp.ClientConnectorError) and isinstance(
+                exc.os_error, ConnectionRefusedError
+            )
+            if refused and self.on_refused is not None:
+                self.on_refused()
             return None

@@ -26,6 +26,8 @@ from typing import Any, Protocol
 from o11n.core.jobs import JobSpec
 from o11n.errors import BadRequest, O11nError
 from o11n.worker.host import dies_with_parent
+from o11n.worker.sandbox import Sandbox
+from o11n.worker.watchdog import Watchdog
 
 READ_SIZE = 64 * 1024
 DEATH_GUARD = dies_with_parent("KILL")
@@ -39,6 +41,11 @@ class Attempt:
     number: int
     worker: str
     spec: JobSpec
+
+    @property
+    def key(self) -> str:
+        """The attempt's name for the watchdog: `JOB.ATTEMPT`."""
+        return f"{self.job_id}.{self.number}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,19 +76,18 @@ def command_parts(command: list[str] | str) -> list[str]:
     return ["/bin/sh", "-e", "-c", command] if isinstance(command, str) else list(command)
 
 
-def command_argv(command: list[str] | str) -> list[str]:
-    """The command under `setpriv --pdeathsig KILL` where it exists, so it dies with the
-    worker."""
-    return [*DEATH_GUARD, *command_parts(command)]
-
-
 def job_env(attempt: Attempt) -> dict[str, str]:
-    """The worker's environment without its own O11N_* settings, the job's env, and O11N_*."""
+    """The worker's environment without its own O11N_* settings, the job's env, and O11N_*.
+
+    `O11N_FENCE` grows with every attempt of a job: a side effect outside o11n (a
+    deploy, an upload) that records the highest fence it has seen and refuses lower
+    ones can never be applied by an attempt older than the newest."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("O11N_")}
     env.update(attempt.spec.env)
     env.update(
         O11N_JOB_ID=str(attempt.job_id),
         O11N_ATTEMPT=str(attempt.number),
+        O11N_FENCE=str(attempt.number),
         O11N_WORKER=attempt.worker,
         O11N_CPUS=f"{max(1, round(attempt.spec.resources.cpu))}",
     )
@@ -130,6 +136,8 @@ class Executor:
         files: Files | None = None,
         containers: Runner | None = None,
         mode: str = "auto",
+        sandbox: Sandbox | None = None,
+        watchdog: Watchdog | None = None,
         keep_workdirs: bool = False,
         kill_grace: float = 10.0,
         clock: Callable[[], float] = time.time,
@@ -138,6 +146,8 @@ class Executor:
         self.files = files
         self.containers = containers
         self.mode = mode
+        self.sandbox = sandbox
+        self.watchdog = watchdog
         self.keep_workdirs = keep_workdirs
         self.kill_grace = kill_grace
         self.clock = clock
@@ -188,7 +198,7 @@ class Executor:
             if spec.image and self.containers is not None:
                 ended = await self.containers.run_in(cwd, attempt, logs, stop, on_start)
             else:
-                ended = await self._run_in(run_dir, attempt, logs, stop, on_start)
+                ended = await self._run_in(cwd, run_dir, attempt, logs, stop, on_start)
             return await self._store_outputs(run_dir, spec, ended)
         finally:
             if not self.keep_workdirs:
@@ -214,21 +224,45 @@ class Executor:
     async def _run_in(
         self,
         cwd: Path,
+        run_dir: Path,
         attempt: Attempt,
         logs: Output,
         stop: asyncio.Event,
         on_start: Callable[[float], None],
     ) -> Ended:
         env = job_env(attempt)
-        argv = command_argv(attempt.spec.command)
-        program = argv[len(DEATH_GUARD)]
-        missing = _not_runnable(program, cwd, env)
+        command = command_parts(attempt.spec.command)
+        missing = _not_runnable(command[0], run_dir, env)
         if missing:
-            return self._error(f"cannot run {program!r}: {missing}")
+            return self._error(f"cannot run {command[0]!r}: {missing}")
+        if self.sandbox is None:
+            return await self._spawned(
+                [*DEATH_GUARD, *command], run_dir, env, attempt, logs, stop, on_start
+            )
+        uid = self.sandbox.pool.take()
+        try:
+            await asyncio.to_thread(self.sandbox.hand_over, cwd, run_dir, uid)
+            argv = self.sandbox.argv(command, cwd, run_dir, uid, attempt.spec.network)
+            env.update(HOME="/tmp", TMPDIR="/tmp")  # the sandbox's own, private
+            return await self._spawned(argv, run_dir, env, attempt, logs, stop, on_start)
+        finally:
+            self.sandbox.pool.give_back(uid)
+
+    async def _spawned(
+        self,
+        argv: list[str],
+        run_dir: Path,
+        env: dict[str, str],
+        attempt: Attempt,
+        logs: Output,
+        stop: asyncio.Event,
+        on_start: Callable[[float], None],
+    ) -> Ended:
+        """Run `argv` as the attempt's process group, guarded by the watchdog."""
         try:
             proc, exited = await _spawn(
                 argv,
-                cwd=cwd,
+                cwd=run_dir,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
@@ -236,7 +270,9 @@ class Executor:
                 start_new_session=True,
             )
         except OSError as exc:
-            return self._error(f"cannot run {program!r}: {_text(exc)}")
+            return self._error(f"cannot run {argv[0]!r}: {_text(exc)}")
+        if self.watchdog is not None:
+            self.watchdog.guard(attempt.key, proc.pid)
         started_at = self.clock()
         on_start(started_at)
         readers = [
@@ -248,6 +284,8 @@ class Executor:
         await asyncio.gather(*readers)
         code = proc.returncode
         sig = -code if code is not None and code < 0 else None
+        if sig is None and self.sandbox is not None and code is not None and code > 128:
+            sig = code - 128  # bubblewrap exits 128+N for a command killed by signal N
         exit_code = 128 + sig if sig is not None else code
         return Ended(exit_code, sig, kind, reason, started_at, self.clock())
 

@@ -18,6 +18,10 @@ from tests.servers import ServerProcess, wait_for
 JOBS = 2000
 SUBMITTERS = 4
 
+# These jobs leave PID files and marks in a folder the test shares with them, which a
+# sandboxed job cannot write: they test leases and retries, not isolation.
+UNSANDBOXED = ("--sandbox", "off")
+
 
 class Tickets:
     """A fixed number of submits shared by submitter threads, and what came of them."""
@@ -78,7 +82,7 @@ def test_every_acknowledged_job_runs_exactly_once_across_a_scheduler_kill(
 ) -> None:
     server = start_server(lease_seconds=3)
     for name in ("w1", "w2"):
-        start_worker(server, name, cpus=2)
+        start_worker(server, name, cpus=2, extra=UNSANDBOXED)
     ran = shared / "ran"
     spec = {"command": f"echo $O11N_JOB_ID >> {ran}", "resources": {"cpu": 0.25}}
     tickets = Tickets(JOBS)
@@ -121,7 +125,7 @@ def test_a_scheduler_restart_is_invisible_to_a_running_job(
     start_server: StartServer, start_worker: StartWorker
 ) -> None:
     server = start_server(lease_seconds=3)
-    worker = start_worker(server, "w1")
+    worker = start_worker(server, "w1", extra=UNSANDBOXED)
     with Client(server.url, server.token) as client:
         job_id = client.submit({"command": "echo before; sleep 3; echo after"})
         wait_for(lambda: log_text(client, job_id) == "before\n")

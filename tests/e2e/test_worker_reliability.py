@@ -14,12 +14,16 @@ from tests.servers import run_cli, running, wait_for
 
 CANCEL_BOUND_SECONDS = 2.0
 
+# These jobs leave PID files and marks in a folder the test shares with them, which a
+# sandboxed job cannot write: they test leases and retries, not isolation.
+UNSANDBOXED = ("--sandbox", "off")
+
 
 def test_a_job_on_a_worker_killed_with_sigkill_runs_again_on_another(
     start_server: StartServer, start_worker: StartWorker, shared: Path
 ) -> None:
     server = start_server(lease_seconds=2)
-    workers = {name: start_worker(server, name) for name in ("w1", "w2")}
+    workers = {name: start_worker(server, name, extra=UNSANDBOXED) for name in ("w1", "w2")}
     script = f"""
         echo "attempt $O11N_ATTEMPT started"
         echo $$ > {shared}/attempt-$O11N_ATTEMPT.pid
@@ -54,7 +58,7 @@ def test_a_frozen_workers_late_result_is_refused(
     start_server: StartServer, start_worker: StartWorker
 ) -> None:
     server = start_server(lease_seconds=2)
-    workers = {name: start_worker(server, name) for name in ("w1", "w2")}
+    workers = {name: start_worker(server, name, extra=UNSANDBOXED) for name in ("w1", "w2")}
     script = 'sleep 3; echo "attempt $O11N_ATTEMPT"; exit $((O11N_ATTEMPT + 10))'
     with Client(server.url, server.token) as client:
         job_id = client.submit({"command": script})
@@ -93,7 +97,7 @@ def test_a_cancel_stops_the_whole_process_tree_within_two_seconds(
     start_server: StartServer, start_worker: StartWorker
 ) -> None:
     server = start_server()
-    worker = start_worker(server, "w1")
+    worker = start_worker(server, "w1", extra=UNSANDBOXED)
     with Client(server.url, server.token) as client:
         job_id = client.submit({"command": ["sh", "-c", "sleep 300 & sleep 300; wait"]})
         wait_running(client, job_id)
@@ -118,7 +122,7 @@ def test_sigterm_drains_a_worker_it_finishes_its_job_takes_no_new_one_and_exits(
     start_server: StartServer, start_worker: StartWorker
 ) -> None:
     server = start_server()
-    worker = start_worker(server, "w1")
+    worker = start_worker(server, "w1", extra=UNSANDBOXED)
     with Client(server.url, server.token) as client:
         running_job = client.submit({"command": "sleep 3; echo finished"})
         wait_running(client, running_job)
@@ -139,7 +143,7 @@ def test_o11n_workers_drain_makes_a_worker_finish_its_job_and_exit(
     start_server: StartServer, start_worker: StartWorker
 ) -> None:
     server = start_server()
-    worker = start_worker(server, "w1")
+    worker = start_worker(server, "w1", extra=UNSANDBOXED)
     with Client(server.url, server.token) as client:
         running_job = client.submit({"command": "sleep 3; echo finished"})
         wait_running(client, running_job)
