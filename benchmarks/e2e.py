@@ -13,6 +13,10 @@ all as separate processes talking HTTP over loopback.
   on /metrics). Every job must end succeeded after exactly one attempt.
 - `scheduler_rss_mb`: the scheduler's resident memory after the throughput run
   (`scheduler_peak_rss_mb`: its high-water mark).
+- sandbox: both phases run with the workers' default process sandbox and again
+  with `--sandbox off`, alternately, twice each (the best of each kept);
+  `sandbox_ratio` is the sandboxed throughput over the unsandboxed one. The
+  figures without a suffix are the sandboxed (default) ones.
 """
 
 from __future__ import annotations
@@ -36,12 +40,11 @@ JOB = {"command": ["true"]}
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start_workers(port: int, token: str, data: Path) -> list[subprocess.Popen[bytes]]:
+def start_workers(port: int, token: str, data: Path, sandbox: str) -> list[subprocess.Popen[bytes]]:
     """Two `o11n worker` processes with their default capacity."""
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("O11N_")},
-        "O11N_TOKEN": token,
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("O11N_")}
+    token_file = data / "worker-token"
+    token_file.write_text(token)
     return [
         subprocess.Popen(
             [
@@ -55,6 +58,10 @@ def start_workers(port: int, token: str, data: Path) -> list[subprocess.Popen[by
                 f"bench-{n}",
                 "--workdir",
                 str(data / f"work-{n}"),
+                "--token-file",
+                str(token_file),
+                "--sandbox",
+                sandbox,
             ],
             cwd=ROOT,
             env=env,
@@ -144,18 +151,14 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return round(int(kb["VmRSS"]) / 1024, 1), round(int(kb["VmHWM"]) / 1024, 1)
 
 
-def main() -> None:
-    """Run both phases against a fresh scheduler and two workers; print the figures."""
+def measure(sandbox: str) -> dict[str, float]:
+    """Both phases against a fresh scheduler and two workers."""
     figures: dict[str, float] = {}
     with (
         tempfile.TemporaryDirectory(prefix="o11n-e2e-") as tmp,
-        running_server(Path(tmp)) as (
-            port,
-            token,
-            server_pid,
-        ),
+        running_server(Path(tmp)) as (port, token, server_pid),
     ):
-        workers = start_workers(port, token, Path(tmp))
+        workers = start_workers(port, token, Path(tmp), sandbox)
         try:
             with Client(f"http://127.0.0.1:{port}", token) as client:
                 wait_workers(client, 2)
@@ -168,6 +171,26 @@ def main() -> None:
                 worker.terminate()
             for worker in workers:
                 worker.wait(30)
+    return figures
+
+
+def best(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The run with the highest throughput."""
+    return max(runs, key=lambda figures: figures["jobs_per_s"])
+
+
+def main() -> None:
+    """Sandboxed and unsandboxed, alternately; print the figures."""
+    runs: dict[str, list[dict[str, float]]] = {"on": [], "off": []}
+    for sandbox in ("off", "on", "off", "on"):
+        runs[sandbox].append(measure(sandbox))
+    sandboxed, plain = best(runs["on"]), best(runs["off"])
+    figures = {
+        **sandboxed,
+        "jobs_per_s_unsandboxed": plain["jobs_per_s"],
+        "submit_to_start_p50_ms_unsandboxed": plain["submit_to_start_p50_ms"],
+        "sandbox_ratio": round(sandboxed["jobs_per_s"] / plain["jobs_per_s"], 3),
+    }
     print(json.dumps({**figures, "workers": 2, "cores": os.cpu_count() or 1}))
 
 

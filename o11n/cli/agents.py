@@ -88,7 +88,11 @@ def offers(ctx: typer.Context, json_: bool = JsonOption) -> None:
         return
     keys = sorted({k for a in found for k, v in a["attributes"].items() if isinstance(v, str)})
     table(
-        ["INDEX", "IP", "HOSTNAME", "CPUS", "MEM", "DISK", "GPUS", *map(str.upper, keys), "PORTS"],
+        [
+            *("INDEX", "IP", "HOSTNAME", "CPUS", "MEM", "DISK", "GPUS"),
+            *map(str.upper, keys),
+            *("SANDBOX", "PORTS"),
+        ],
         [
             [
                 i,
@@ -99,6 +103,7 @@ def offers(ctx: typer.Context, json_: bool = JsonOption) -> None:
                 format_size(a["disk"]),
                 f"{a['free']['gpu']:g}",
                 *(str(a["attributes"].get(k, "")) for k in keys),
+                a["tags"].get("sandbox", "?"),  # the worker says whether it isolates jobs
                 a["ports"],
             ]
             for i, a in enumerate(found)

@@ -62,6 +62,7 @@ class Substage(Model):
     tags: dict[TagKey, TagValue] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
     image: str | None = None
+    network: bool = Field(False, description="Give the step a network (sandbox or container).")
     timeout: Seconds = 3600.0
     retry: Retry = Field(default_factory=Retry)
     artifacts: list[str] = Field(default_factory=list, max_length=256)

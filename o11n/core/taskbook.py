@@ -108,6 +108,7 @@ def _execution(pipeline: Pipeline, sub: Substage) -> dict[str, Any]:
         "tags": sub.tags,
         "resources": sub.resources.model_dump(),
         "image": sub.image,
+        **({"network": True} if sub.network else {}),  # absent: no network, as before
         "timeout": sub.timeout,
         "retry": {
             "max_attempts": sub.retry.max + 1,

@@ -319,6 +319,7 @@ class PipelineRunner:
             labels={PIPELINE: str(active.row.id), SUBSTAGE: name, COPY: str(copy)},
             idempotency_key=f"pipeline-{active.row.id}-{name}-{copy}"[:128],
             image=sub.get("image"),
+            network=sub.get("network", False),
             files=active.inputs.get(name),
             outputs=sub.get("artifacts", []),
         )

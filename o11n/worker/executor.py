@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from o11n.core.jobs import JobSpec
+from o11n.core.services import task_ports
 from o11n.errors import BadRequest, O11nError
 from o11n.worker.host import dies_with_parent
 from o11n.worker.sandbox import Sandbox
@@ -242,7 +243,8 @@ class Executor:
         uid = self.sandbox.pool.take()
         try:
             await asyncio.to_thread(self.sandbox.hand_over, cwd, run_dir, uid)
-            argv = self.sandbox.argv(command, cwd, run_dir, uid, attempt.spec.network)
+            network = attempt.spec.network or bool(task_ports(attempt.spec.env))
+            argv = self.sandbox.argv(command, cwd, run_dir, uid, network)
             env.update(HOME="/tmp", TMPDIR="/tmp")  # the sandbox's own, private
             return await self._spawned(argv, run_dir, env, attempt, logs, stop, on_start)
         finally:

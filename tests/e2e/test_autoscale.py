@@ -76,12 +76,14 @@ def test_a_reclaimed_instances_job_completes_on_a_replacement(
     start_server: StartServer, tmp_path: Path
 ) -> None:
     server = elastic_server(start_server, tmp_path)
-    marker = tmp_path / "started"
-    script = f"echo $O11N_WORKER >> {marker}; sleep 3"
     with Client(server.url, server.token) as api:
-        job_id = api.submit({"command": script, "tags": {"pool": "elastic"}})
-        wait_for(lambda: marker.exists(), 60, "the job started on a created worker")
-        first = marker.read_text().split()[0]
+        job_id = api.submit({"command": "sleep 3", "tags": {"pool": "elastic"}})
+        running = wait_for(
+            lambda: (j := api.get(job_id)).state == "running" and j,
+            60,
+            "the job started on a created worker",
+        )
+        first = running.attempts[0].worker
         pid = _worker_pid(first, server.url)
         assert pid is not None
         os.kill(pid, signal.SIGKILL)  # the cloud takes the spot instance back

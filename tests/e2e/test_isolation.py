@@ -8,6 +8,7 @@ its job was handed to another worker.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,7 +23,7 @@ import pytest
 from o11n.client import Client
 from tests.e2e.conftest import StartServer, StartWorker
 from tests.e2e.jobs import log_text, wait_final, wait_running
-from tests.servers import ServerProcess, wait_for
+from tests.servers import ServerProcess, run_cli, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -176,3 +177,36 @@ def test_a_frozen_workers_job_is_killed_at_its_lease_deadline(
             f"attempt 1 finished at {finished_first}, after attempt 2 started at {retried_at}"
         )
         assert "fence=2\nfinished\n" in log_text(client, job_id)
+
+
+def test_a_worker_without_a_sandbox_says_so_in_workers_list_and_offers(
+    start_server: StartServer, start_worker: StartWorker
+) -> None:
+    server = start_server()
+    start_worker(server, "boxed")
+    start_worker(server, "trusted", extra=("--sandbox", "off"))
+    with Client(server.url, server.token) as client:
+        wait_for(lambda: len(client.workers()) == 2)
+    listed = run_cli(server.url, server.token, "workers", "list", "--json")
+    tags = {w["name"]: w["tags"]["sandbox"] for w in json.loads(listed.stdout)}
+    assert tags == {"boxed": "on", "trusted": "off"}
+    offers = run_cli(server.url, server.token, "offers").stdout.splitlines()
+    column = offers[0].split().index("SANDBOX")
+    rows = {line.split()[2]: line.split()[column] for line in offers[1:]}
+    assert rows == {"boxed": "on", "trusted": "off"}
+
+
+def test_a_sandboxed_job_has_no_network_unless_it_asks(
+    start_server: StartServer, start_worker: StartWorker
+) -> None:
+    server = start_server()
+    start_worker(server, "w1")
+    port = server.url.rsplit(":", 1)[1]
+    probe = f"(echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo reached || echo unreachable"
+    with Client(server.url, server.token) as client:
+        closed = client.submit({"command": ["bash", "-c", probe]})
+        opened = client.submit({"command": ["bash", "-c", probe], "network": True})
+        assert wait_final(client, closed).state == "succeeded"
+        assert wait_final(client, opened).state == "succeeded"
+        assert log_text(client, closed).endswith("unreachable\n")
+        assert log_text(client, opened).endswith("reached\n")

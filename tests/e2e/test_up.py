@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -139,3 +140,29 @@ def test_logs_and_workers_through_the_cli(up: Up) -> None:
     assert shown["state"] == "succeeded" and shown["attempts"][0]["worker"] in {
         w["name"] for w in workers
     }
+
+
+def test_o11n_up_gives_its_workers_worker_tokens_that_no_job_can_find(up: Up) -> None:
+    wait_for(
+        lambda: any(line.startswith(f"o11n is up at {up.url}") for line in up.stdout),
+        timeout=60,
+        what=up.diagnostics,
+    )
+    tokens = sorted((up.data / "tokens").iterdir())
+    assert len(tokens) == 2
+    assert all(t.read_text().startswith("o11n_wrk_") for t in tokens)
+    assert all(t.stat().st_mode & 0o077 == 0 for t in tokens)
+    assert up.data.stat().st_mode & 0o077 == 0  # the data folder is the scheduler's alone
+    workers = [pid for pid, args in up.children().items() if " worker " in args]
+    assert len(workers) == 2
+    for pid in workers:
+        for name in ("environ", "cmdline"):
+            assert not re.search(rb"o11n_(adm|wrk|ten)_", Path(f"/proc/{pid}/{name}").read_bytes())
+    hunt = (
+        "cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' '\\n'"
+        f" | grep -cE 'o11n_(adm|wrk|ten)_' || true; cat {up.data}/admin-token {tokens[0]} 2>&1 || true"
+    )
+    done = run_cli(up.url, up.token, "submit", "--wait", "--", "sh", "-c", hunt)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("0\n") and "o11n_wrk_" not in done.stdout, done.stdout
+    assert up.token not in done.stdout
