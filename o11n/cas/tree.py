@@ -11,26 +11,34 @@ folder it is laid out in.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import json
 import os
 import re
-import shutil
 import stat
-from collections.abc import Callable, Iterable, Iterator
+import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from pathspec import GitIgnoreSpec
 
-from o11n.cas.store import check_digest, digest_file
-from o11n.errors import BadRequest
+from o11n.cas.store import CHUNK, check_digest
+from o11n.errors import BadRequest, BlobMismatch
 
 FORMAT = "o11n-tree/1"
 IGNORE_FILES = (".gitignore", ".o11nignore")
 ALWAYS_IGNORED = frozenset({".git", ".o11n"})  # history, and the local scheduler's secrets
 MAX_PATH = 4096
 LITERAL = "./"  # a pattern that begins so is a path, not a glob
+MAX_DEPTH = 256  # folders inside folders: each level holds a descriptor while it is walked
+MAX_LINKS = 40  # links followed in one path of a tree being laid out, as the kernel allows
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +176,8 @@ def scan(
     ignore_files: bool = True,
     only: Callable[[str], bool] | None = None,
     folders: Callable[[str], bool] | None = None,
+    copy_to: Path | None = None,
+    beneath: Path | None = None,
 ) -> tuple[Tree, dict[str, Path]]:
     """A folder as a tree, and where each blob's content is on disk.
 
@@ -176,24 +186,135 @@ def scan(
     and `.o11n`. With `only`, just the paths it accepts are taken. Folders are
     implied by what they hold; an empty one is kept (as a folder entry) only when
     `folders` accepts it too, as a build action's output directories need.
+
+    Nothing under `root` is followed: each entry is opened relative to its folder's
+    descriptor without following a link, a file is hashed from the descriptor it was
+    opened as (a regular file), and an entry swapped for a link meanwhile is taken as
+    that link. With `copy_to`, each file is copied into that folder as it is hashed
+    (as `copy_to/<digest>`) and its source is that copy: what is uploaded then is what
+    was hashed, whatever happens to `root` afterwards. With `beneath`, `root` is opened
+    from that folder one part at a time, following no link either (`root` lies in a
+    folder a job could change; `beneath` is one it cannot).
     """
-    tree: Tree = {}
-    sources: dict[str, Path] = {}
-    for path, rel in _walk(root, ignore_files, folders is not None):
-        if only is not None and not only(rel):
-            continue
-        info = path.lstat()
-        if stat.S_ISDIR(info.st_mode):
-            if folders is not None and folders(rel):
-                tree[rel] = Entry(directory=True)
-        elif stat.S_ISLNK(info.st_mode):
-            tree[rel] = Entry(link=os.readlink(path))
-        elif stat.S_ISREG(info.st_mode):
-            digest = digest_file(path)
-            executable = bool(info.st_mode & stat.S_IXUSR)
-            tree[rel] = Entry(digest, info.st_size, executable)
-            sources.setdefault(digest, path)
-    return without_implied_folders(tree), sources
+    walk = _Scan(root, only, folders, copy_to, _Ignores() if ignore_files else None)
+    top = _open_root(root, beneath)
+    try:
+        walk.folder(top, "", 0)
+    finally:
+        os.close(top)
+    return without_implied_folders(walk.tree), walk.sources
+
+
+def _open_root(root: Path, beneath: Path | None) -> int:
+    if beneath is None:
+        return os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the caller's own
+    fd = os.open(beneath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    for name in root.relative_to(beneath).parts:
+        try:
+            child = os.open(name, DIR_FLAGS, dir_fd=fd)
+        finally:
+            os.close(fd)
+        fd = child
+    return fd
+
+
+class _Scan:
+    """One scan's rules and what it has found so far."""
+
+    def __init__(
+        self,
+        root: Path,
+        only: Callable[[str], bool] | None,
+        folders: Callable[[str], bool] | None,
+        copy_to: Path | None,
+        ignores: _Ignores | None,
+    ) -> None:
+        self.root, self.only, self.folders, self.copy_to = root, only, folders, copy_to
+        self.ignores = ignores
+        self.tree: Tree = {}
+        self.sources: dict[str, Path] = {}
+
+    def folder(self, fd: int, base: str, depth: int) -> None:
+        """Take what the open folder `fd` (at `base`) holds, and walk into its folders."""
+        if depth > MAX_DEPTH:
+            raise BadRequest(f"{base[:200]!r} is nested deeper than {MAX_DEPTH} folders")
+        if self.ignores is not None:
+            self.ignores.enter(base, fd)
+        with os.scandir(fd) as listing:
+            entries = sorted(listing, key=lambda e: e.name)
+        for entry in entries:
+            rel = f"{base}/{entry.name}" if base else entry.name
+            if entry.is_symlink():
+                if not self._ignored(rel, False):
+                    self.link(fd, entry.name, rel)
+            elif entry.is_dir(follow_symlinks=False):
+                if entry.name not in ALWAYS_IGNORED and not self._ignored(rel, True):
+                    self._subfolder(fd, entry.name, rel, depth)
+            elif entry.is_file(follow_symlinks=False) and not self._ignored(rel, False):
+                self.file(fd, entry.name, rel)
+
+    def _subfolder(self, parent: int, name: str, rel: str, depth: int) -> None:
+        if self.folders is not None and self._wanted(rel) and self.folders(rel):
+            self.tree[rel] = Entry(directory=True)
+        try:
+            fd = os.open(name, DIR_FLAGS, dir_fd=parent)
+        except (FileNotFoundError, NotADirectoryError):
+            if _is_link(parent, name):  # swapped for a link since it was listed
+                self.tree.pop(rel, None)
+                self.link(parent, name, rel)
+            return
+        try:
+            self.folder(fd, rel, depth + 1)
+        finally:
+            os.close(fd)
+
+    def link(self, parent: int, name: str, rel: str) -> None:
+        if self._wanted(rel):
+            self.tree[rel] = Entry(link=os.readlink(name, dir_fd=parent))
+
+    def file(self, parent: int, name: str, rel: str) -> None:
+        if not self._wanted(rel):
+            return
+        try:
+            fd = os.open(name, FILE_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            return  # gone since it was listed
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # swapped for a link since it was listed
+                self.link(parent, name, rel)
+                return
+            raise
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return  # swapped for a folder or a device: not this file any more
+            digest, size, source = self._read(fd, info.st_size, rel)
+        finally:
+            os.close(fd)
+        self.tree[rel] = Entry(digest, size, bool(info.st_mode & stat.S_IXUSR))
+        self.sources.setdefault(digest, source)
+
+    def _read(self, fd: int, size_hint: int, rel: str) -> tuple[str, int, Path]:
+        """Hash (and with `copy_to`, copy) an open file; its digest, size and source."""
+        if self.copy_to is None:
+            digest, size = pump(fd, None, size_hint)
+            return digest, size, self.root / rel
+        out, temp = tempfile.mkstemp(dir=self.copy_to, suffix=".part")
+        try:
+            digest, size = pump(fd, out, size_hint)
+        except BaseException:
+            os.unlink(temp)
+            raise
+        finally:
+            os.close(out)
+        os.replace(temp, self.copy_to / digest)
+        return digest, size, self.copy_to / digest
+
+    def _wanted(self, rel: str) -> bool:
+        return self.only is None or self.only(rel)
+
+    def _ignored(self, rel: str, is_dir: bool) -> bool:
+        return self.ignores is not None and self.ignores.ignored(rel, is_dir)
 
 
 class _Ignores:
@@ -202,17 +323,12 @@ class _Ignores:
     def __init__(self) -> None:
         self.rules: list[tuple[str, GitIgnoreSpec]] = []  # (folder, its rules), outermost first
 
-    def enter(self, base: str, folder: Path) -> None:
-        """Rules for the folder `base`: its ancestors' and its own."""
+    def enter(self, base: str, folder: int) -> None:
+        """Rules for the folder `base` (open as `folder`): its ancestors' and its own."""
         self.rules = [
             (b, s) for b, s in self.rules if not b or base == b or base.startswith(b + "/")
         ]
-        lines = [
-            line
-            for name in IGNORE_FILES
-            if (folder / name).is_file()
-            for line in (folder / name).read_text(errors="replace").splitlines()
-        ]
+        lines = [line for name in IGNORE_FILES for line in _read_text(folder, name).splitlines()]
         if lines:
             self.rules.append((base, GitIgnoreSpec.from_lines(lines)))
 
@@ -228,52 +344,186 @@ class _Ignores:
         return verdict
 
 
-def _walk(root: Path, ignore_files: bool, folders: bool = False) -> Iterator[tuple[Path, str]]:
-    """Files and links under `root` with their relative paths, ignored ones left out;
-    with `folders`, the folders walked into too."""
-    ignores = _Ignores()
-    for folder, dirs, files in os.walk(root):
-        base = Path(folder).relative_to(root).as_posix()
-        base = "" if base == "." else base
-        if ignore_files:
-            ignores.enter(base, Path(folder))
-        kept = []
-        for name in sorted(dirs):
-            rel, full = f"{base}/{name}".lstrip("/"), Path(folder) / name
-            if full.is_symlink():
-                if not (ignore_files and ignores.ignored(rel, False)):
-                    yield full, rel
-            elif name not in ALWAYS_IGNORED and not (ignore_files and ignores.ignored(rel, True)):
-                kept.append(name)
-                if folders:
-                    yield full, rel
-        dirs[:] = kept
-        for name in sorted(files):
-            rel = f"{base}/{name}".lstrip("/")
-            if not (ignore_files and ignores.ignored(rel, False)):
-                yield Path(folder) / name, rel
+def _read_text(folder: int, name: str) -> str:
+    """A regular file's text in an open folder; "" when there is none (or it is a link)."""
+    try:
+        fd = os.open(name, FILE_FLAGS, dir_fd=folder)
+    except OSError:
+        return ""
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        return f.read().decode(errors="replace")
 
 
 def lay_out(tree: Tree, dest: Path, blob: Callable[[str], Path]) -> None:
-    """Write a tree's files and folders under `dest`, copying each file from
-    `blob(digest)`; BadRequest for a path that would lead out of `dest` through one of
-    the tree's own links."""
-    top = dest.resolve()
-    for rel in sorted(tree):
-        entry = tree[rel]
-        target = dest / PurePosixPath(check_path(rel))
-        if not target.parent.resolve().is_relative_to(top):
-            raise BadRequest(f"{rel!r} leads out of the work directory through a link")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_symlink() or target.is_file():
-            target.unlink()
-        if entry.directory:
-            target.mkdir(exist_ok=True)
-            continue
-        if entry.link is not None:
-            target.symlink_to(entry.link)
-            continue
+    """Write a tree's files, links and folders under `dest`, copying each file from
+    `blob(digest)`.
+
+    Nothing under `dest` is resolved by path: each folder is made and opened relative
+    to its parent's descriptor without following a link, and each file is created
+    new (`O_EXCL`, no-follow) in its folder. A link is the tree's data: it is written,
+    and a path of the tree that goes through one is resolved here, one no-follow hop
+    at a time, inside `dest`; one that would lead out of `dest` is a BadRequest (so is
+    a folder a running process swapped for such a link). Each blob is hashed as it is
+    copied: BlobMismatch when its content is not its digest (the copy is removed)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    folders = _Folders(os.open(dest, DIR_FLAGS), os.path.realpath(dest))
+    try:
+        for rel in sorted(tree):
+            parts = check_path(rel).split("/")
+            if len(parts) > MAX_DEPTH:
+                raise BadRequest(f"{rel[:200]!r} is nested deeper than {MAX_DEPTH} folders")
+            _write(folders.open(parts[:-1]), parts[-1], tree[rel], blob)
+    finally:
+        folders.close()
+
+
+def _write(parent: int, name: str, entry: Entry, blob: Callable[[str], Path]) -> None:
+    """One entry in its open folder, in place of a file or link of that name."""
+    with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+        os.unlink(name, dir_fd=parent)
+    if entry.directory:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, dir_fd=parent)
+    elif entry.link is not None:
+        os.symlink(entry.link, name, dir_fd=parent)
+    else:
         assert entry.digest is not None
-        shutil.copyfile(blob(entry.digest), target)
-        if entry.executable:
-            target.chmod(0o755)
+        _copy_blob(blob(entry.digest), entry, parent, name)
+
+
+def _copy_blob(source: Path, entry: Entry, parent: int, name: str) -> None:
+    """Copy a blob into a new file `name` of the open folder, checking its digest."""
+    assert entry.digest is not None
+    src = os.open(source, FILE_FLAGS)
+    try:
+        if not stat.S_ISREG(os.fstat(src).st_mode):
+            raise BlobMismatch(entry.digest)
+        dst = os.open(name, NEW_FILE_FLAGS, 0o666, dir_fd=parent)
+        try:
+            digest, _ = pump(src, dst, entry.size)
+            if entry.executable:
+                os.fchmod(dst, 0o755)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    if digest != entry.digest:
+        os.unlink(name, dir_fd=parent)
+        raise BlobMismatch(entry.digest)
+
+
+class _Folders:
+    """The open folders along the path being written, from the destination down (a
+    tree's paths come sorted, so each folder is opened once while its entries are
+    written)."""
+
+    def __init__(self, root: int, top: str) -> None:
+        self.root, self.top = root, top
+        self.names: list[str] = []
+        self.fds: list[int] = []
+
+    def open(self, parts: list[str]) -> int:
+        """The folder at these parts of a tree path, made where it is missing."""
+        same = 0
+        while same < min(len(parts), len(self.names)) and parts[same] == self.names[same]:
+            same += 1
+        self._close_from(same)
+        for i in range(same, len(parts)):
+            fd = _child_folder(self.fds[-1] if self.fds else self.root, parts[i])
+            if fd is None:  # a link: the tree's own, or one a process swapped in
+                fd = _resolve(self.root, self.top, parts[: i + 1])
+            self.names.append(parts[i])
+            self.fds.append(fd)
+        return self.fds[-1] if self.fds else self.root
+
+    def close(self) -> None:
+        self._close_from(0)
+        os.close(self.root)
+
+    def _close_from(self, keep: int) -> None:
+        for fd in self.fds[keep:]:
+            os.close(fd)
+        del self.names[keep:], self.fds[keep:]
+
+
+def _child_folder(parent: int, name: str) -> int | None:
+    """The folder `name` of an open folder, open (made when missing); None for a link."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, dir_fd=parent)
+    try:
+        return os.open(name, DIR_FLAGS, dir_fd=parent)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP) and _is_link(parent, name):
+            return None
+        raise
+
+
+def _resolve(root: int, top: str, parts: list[str]) -> int:
+    """The folder `parts` names under `root`, open, its links followed as the tree's
+    data: one no-follow hop at a time, `..` taken back on the path walked so far, never
+    on the disk. BadRequest when it leads out of the destination (real path `top`)."""
+    rel = "/".join(parts)
+    todo, stack, hops = list(reversed(parts)), [os.dup(root)], 0
+    try:
+        while todo:
+            name = todo.pop()
+            if name == "..":
+                if len(stack) == 1:
+                    raise BadRequest(
+                        f"{rel[:200]!r} leads out of the work directory through a link"
+                    )
+                os.close(stack.pop())
+            elif name not in ("", "."):
+                fd = _child_folder(stack[-1], name)
+                if fd is not None:
+                    stack.append(fd)
+                    continue
+                hops += 1
+                if hops > MAX_LINKS:
+                    raise BadRequest(f"{rel[:200]!r} goes through more than {MAX_LINKS} links")
+                target = os.readlink(name, dir_fd=stack[-1])
+                if target.startswith("/") and _inside(top, target) is None:
+                    raise BadRequest(
+                        f"{rel[:200]!r} leads out of the work directory through a link"
+                    )
+                if target.startswith("/"):
+                    for fd in stack[1:]:
+                        os.close(fd)
+                    del stack[1:]
+                    target = _inside(top, target) or ""
+                todo.extend(reversed(target.split("/")))
+        return stack.pop()
+    finally:
+        for fd in stack:
+            os.close(fd)
+
+
+def _inside(top: str, target: str) -> str | None:
+    """An absolute link target as a path relative to `top`, or None when it is outside."""
+    target = os.path.normpath(target)
+    if target == top:
+        return ""
+    return target[len(top) + 1 :] if target.startswith(top.rstrip("/") + "/") else None
+
+
+def _is_link(parent: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def pump(src: int, dst: int | None, size_hint: int) -> tuple[str, int]:
+    """Read an open file to its end, writing what is read to `dst` (when given); the
+    SHA-256 and the size of what was read."""
+    hashed, size = hashlib.sha256(), 0
+    buffer = bytearray(min(CHUNK, max(size_hint, 0) + 1))
+    while n := os.readv(src, [buffer]):
+        view = memoryview(buffer)[:n]
+        hashed.update(view)
+        size += n
+        while dst is not None and view:
+            view = view[os.write(dst, view) :]
+    return hashed.hexdigest(), size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from o11n.cas import tree as trees
 from o11n.cas.store import CasStore, digest_of
 from o11n.errors import BadRequest
+from tests.races import swapping
 
 
 def write(root: Path, files: dict[str, str]) -> None:
@@ -210,6 +212,42 @@ def test_lay_out_refuses_to_make_a_folder_through_a_link_out_of_the_folder(
     with pytest.raises(BadRequest, match="leads out"):
         trees.lay_out(evil, dest, CasStore(tmp_path / "cas").path)
     assert list(outside.iterdir()) == []
+
+
+def test_lay_out_never_writes_through_a_folder_swapped_for_a_link(tmp_path: Path) -> None:
+    """A job's leftover process keeps swapping a folder of the next tree being laid out
+    for a link to a folder outside it: nothing is ever written outside (the lay-out may
+    fail, or write into the folder the link took the place of: both stay inside)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    cas = CasStore(tmp_path / "cas")
+    tree = {f"d/f{n}": trees.Entry(cas.put(b"planted %d" % n), 9) for n in range(300)}
+    for attempt in range(20):
+        dest = tmp_path / f"job{attempt}"
+        (dest / "d").mkdir(parents=True)
+        (dest / "link").symlink_to(outside)
+        with swapping(dest / "d", dest / "link"), contextlib.suppress(BadRequest, OSError):
+            trees.lay_out(tree, dest, cas.path)
+        assert list(outside.iterdir()) == []
+
+
+def test_scan_never_reads_a_file_swapped_for_a_link(tmp_path: Path) -> None:
+    """The output race: a regular file the scan is about to read is swapped for a link to
+    a host-only file, again and again; the tree never holds that file's content."""
+    secret = tmp_path / "shadow"
+    secret.write_bytes(b"root:host-only-hash:19000:0:99999:7:::\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "result.txt").write_bytes(b"the job's artifact")
+    (out / "bait").symlink_to(secret)
+    digests = set()
+    with swapping(out / "result.txt", out / "bait"):
+        for _ in range(3000):
+            with contextlib.suppress(OSError):
+                tree, _ = trees.scan(out, ignore_files=False, only=trees.matcher(["result.txt"]))
+                digests.add(tree["result.txt"].digest)
+    assert digest_of(secret.read_bytes()) not in digests
+    assert digest_of(b"the job's artifact") in digests
 
 
 names = st.text(alphabet="abcxyz._-", min_size=1, max_size=8).filter(lambda n: n not in (".", ".."))
