@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from o11n.cas import tree as trees
 from o11n.cas.store import CasStore, digest_of
-from o11n.errors import BadRequest
+from o11n.errors import BadRequest, BlobMismatch
 from tests.races import swapping
 
 
@@ -212,6 +212,53 @@ def test_lay_out_refuses_to_make_a_folder_through_a_link_out_of_the_folder(
     with pytest.raises(BadRequest, match="leads out"):
         trees.lay_out(evil, dest, CasStore(tmp_path / "cas").path)
     assert list(outside.iterdir()) == []
+
+
+def test_lay_out_follows_the_tree_s_own_links_that_stay_inside(tmp_path: Path) -> None:
+    dest, cas = tmp_path / "dest", CasStore(tmp_path / "cas")
+    tree = {
+        "real/kept": trees.Entry(cas.put(b"k"), 1),
+        "rel": trees.Entry(link="real"),
+        "rel/x": trees.Entry(cas.put(b"x"), 1),
+        "abs": trees.Entry(link=str(dest / "real")),
+        "abs/y": trees.Entry(cas.put(b"y"), 1),
+    }
+    trees.lay_out(tree, dest, cas.path)
+    assert sorted(p.name for p in (dest / "real").iterdir()) == ["kept", "x", "y"]
+    assert os.readlink(dest / "rel") == "real"
+
+
+def test_lay_out_refuses_a_blob_that_is_not_its_digest(tmp_path: Path) -> None:
+    """A changed copy of a blob is found as it is copied, and the copy is not left."""
+    (tmp_path / "blob").write_bytes(b"changed")
+    tree = {"a/run.sh": trees.Entry(digest_of(b"genuine"), 7, True)}
+    with pytest.raises(BlobMismatch):
+        trees.lay_out(tree, tmp_path / "dest", lambda d: tmp_path / "blob")
+    assert list((tmp_path / "dest" / "a").iterdir()) == []
+
+
+def test_scan_copies_exactly_what_it_hashed(tmp_path: Path) -> None:
+    write(tmp_path / "out", {"a": "first", "sub/b": "second"})
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    tree, sources = trees.scan(tmp_path / "out", copy_to=stage)
+    (tmp_path / "out" / "a").write_text("changed afterwards")
+    assert sources[tree["a"].digest or ""] == stage / digest_of(b"first")
+    assert {p.name: p.read_bytes() for p in stage.iterdir()} == {
+        digest_of(b"first"): b"first",
+        digest_of(b"second"): b"second",
+    }
+
+
+def test_scan_beneath_reaches_its_root_through_no_link(tmp_path: Path) -> None:
+    """A job's `workdir` swapped for a link out of the job's folder is not read."""
+    job, outside = tmp_path / "job", tmp_path / "outside"
+    write(outside, {"secret": "host only"})
+    write(job, {"real/out": "artifact"})
+    (job / "work").symlink_to(outside)
+    assert sorted(trees.scan(job / "real", beneath=job)[0]) == ["out"]
+    with pytest.raises(OSError):
+        trees.scan(job / "work", beneath=job)
 
 
 def test_lay_out_never_writes_through_a_folder_swapped_for_a_link(tmp_path: Path) -> None:
