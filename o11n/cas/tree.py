@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from pathspec import GitIgnoreSpec
 
@@ -35,6 +35,8 @@ ALWAYS_IGNORED = frozenset({".git", ".o11n"})  # history, and the local schedule
 MAX_PATH = 4096
 LITERAL = "./"  # a pattern that begins so is a path, not a glob
 MAX_DEPTH = 256  # folders inside folders: each level holds a descriptor while it is walked
+SMALL_FILE = 1024 * 1024  # an output file up to this size is kept in memory, not copied
+HELD_BYTES = 64 * 1024 * 1024  # in memory at most, per scan; the rest is copied to disk
 MAX_LINKS = 40  # links followed in one path of a tree being laid out, as the kernel allows
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
@@ -170,6 +172,30 @@ def select(tree: Tree, patterns: Iterable[str]) -> Tree:
     return {path: entry for path, entry in tree.items() if matches(path)}
 
 
+@overload
+def scan(
+    root: Path,
+    *,
+    ignore_files: bool = True,
+    only: Callable[[str], bool] | None = None,
+    folders: Callable[[str], bool] | None = None,
+    copy_to: None = None,
+    beneath: Path | None = None,
+) -> tuple[Tree, dict[str, Path]]: ...
+
+
+@overload
+def scan(
+    root: Path,
+    *,
+    ignore_files: bool = True,
+    only: Callable[[str], bool] | None = None,
+    folders: Callable[[str], bool] | None = None,
+    copy_to: Path,
+    beneath: Path | None = None,
+) -> tuple[Tree, dict[str, Path | bytes]]: ...
+
+
 def scan(
     root: Path,
     *,
@@ -178,8 +204,8 @@ def scan(
     folders: Callable[[str], bool] | None = None,
     copy_to: Path | None = None,
     beneath: Path | None = None,
-) -> tuple[Tree, dict[str, Path]]:
-    """A folder as a tree, and where each blob's content is on disk.
+) -> tuple[Tree, dict[str, Path]] | tuple[Tree, dict[str, Path | bytes]]:
+    """A folder as a tree, and where each blob's content is (on disk, or in memory).
 
     With `ignore_files`, what `.gitignore` and `.o11nignore` files exclude is
     left out (each applies to its own folder and those below it), as are `.git`
@@ -190,9 +216,10 @@ def scan(
     Nothing under `root` is followed: each entry is opened relative to its folder's
     descriptor without following a link, a file is hashed from the descriptor it was
     opened as (a regular file), and an entry swapped for a link meanwhile is taken as
-    that link. With `copy_to`, each file is copied into that folder as it is hashed
-    (as `copy_to/<digest>`) and its source is that copy: what is uploaded then is what
-    was hashed, whatever happens to `root` afterwards. With `beneath`, `root` is opened
+    that link. With `copy_to`, the bytes hashed are kept: a small file's in memory (up to
+    HELD_BYTES in all), any other's copied as it is hashed into that folder (as
+    `copy_to/<digest>`), and its source is those bytes or that copy, so what is uploaded
+    then is what was hashed, whatever happens to `root` afterwards. With `beneath`, `root` is opened
     from that folder one part at a time, following no link either (`root` lies in a
     folder a job could change; `beneath` is one it cannot).
     """
@@ -232,7 +259,8 @@ class _Scan:
         self.root, self.only, self.folders, self.copy_to = root, only, folders, copy_to
         self.ignores = ignores
         self.tree: Tree = {}
-        self.sources: dict[str, Path] = {}
+        self.sources: dict[str, Path | bytes] = {}
+        self.held = 0  # bytes of the sources kept in memory
 
     def folder(self, fd: int, base: str, depth: int) -> None:
         """Take what the open folder `fd` (at `base`) holds, and walk into its folders."""
@@ -294,11 +322,17 @@ class _Scan:
         self.tree[rel] = Entry(digest, size, bool(info.st_mode & stat.S_IXUSR))
         self.sources.setdefault(digest, source)
 
-    def _read(self, fd: int, size_hint: int, rel: str) -> tuple[str, int, Path]:
-        """Hash (and with `copy_to`, copy) an open file; its digest, size and source."""
+    def _read(self, fd: int, size_hint: int, rel: str) -> tuple[str, int, Path | bytes]:
+        """Hash (and with `copy_to`, keep) an open file; its digest, size and source."""
         if self.copy_to is None:
             digest, size = pump(fd, None, size_hint)
             return digest, size, self.root / rel
+        if size_hint <= SMALL_FILE and self.held + size_hint <= HELD_BYTES:
+            data = _read_up_to(fd, SMALL_FILE)
+            if data is not None:
+                self.held += len(data)
+                return hashlib.sha256(data).hexdigest(), len(data), data
+            os.lseek(fd, 0, os.SEEK_SET)  # it grew: copied instead, from the same file
         out, temp = tempfile.mkstemp(dir=self.copy_to, suffix=".part")
         try:
             digest, size = pump(fd, out, size_hint)
@@ -513,6 +547,17 @@ def _is_link(parent: int, name: str) -> bool:
         return stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode)
     except FileNotFoundError:
         return False
+
+
+def _read_up_to(fd: int, limit: int) -> bytes | None:
+    """An open file's bytes, or None when it holds more than `limit`."""
+    chunks, size = [], 0
+    while chunk := os.read(fd, limit + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return None
+    return b"".join(chunks)
 
 
 def pump(src: int, dst: int | None, size_hint: int) -> tuple[str, int]:

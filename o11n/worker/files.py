@@ -10,14 +10,13 @@ one that a tree being laid out still needs.
 A cached blob is never trusted: each copy into a job's folder is hashed as it is
 made, and a blob (or tree) whose cached content is not its digest any more is
 fetched again. Outputs are read once, from descriptors that follow no link, into
-a staging folder of the cache; what is uploaded is those copies, never the job's
-paths again, and they join the cache afterwards.
+memory or a staging folder of the cache; what is uploaded is those bytes, never
+read from the job's paths again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
 import tempfile
@@ -110,29 +109,16 @@ class Files:
             listing = trees.to_bytes(tree)
             digest = digest_of(listing)
             await self._upload(digest, listing)
-            self._keep(sources, tree)
         finally:
             await asyncio.to_thread(shutil.rmtree, stage, True)
-        self._evict()
         return digest
 
-    async def _upload_missing(self, sources: dict[str, Path]) -> None:
+    async def _upload_missing(self, sources: dict[str, Path | bytes]) -> None:
         wanted, missing = sorted(sources), []
         for i in range(0, len(wanted), 10_000):
             body = {"digests": wanted[i : i + 10_000]}
             missing += (await self.api.call("/api/v1/cas/missing", body))["missing"]
         await asyncio.gather(*(self._upload(d, sources[d]) for d in missing))
-
-    def _keep(self, sources: dict[str, Path], tree: trees.Tree) -> None:
-        """Move the staged copies of outputs into the cache (a later job on this worker
-        that needs them has them); those already cached stay as they are."""
-        sizes = {e.digest: e.size for e in tree.values() if e.digest}
-        now = time.time()
-        for digest, copy in sources.items():
-            if self._index.use(digest) is None:
-                with contextlib.suppress(OSError):
-                    copy.replace(self.blob(digest))
-                    self._index.add(digest, sizes[digest], now)
 
     async def _read(self, digest: str) -> bytes:
         """A blob's bytes from the cache, fetched again when they are not its digest."""

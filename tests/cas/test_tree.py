@@ -237,17 +237,22 @@ def test_lay_out_refuses_a_blob_that_is_not_its_digest(tmp_path: Path) -> None:
     assert list((tmp_path / "dest" / "a").iterdir()) == []
 
 
-def test_scan_copies_exactly_what_it_hashed(tmp_path: Path) -> None:
-    write(tmp_path / "out", {"a": "first", "sub/b": "second"})
+def test_scan_keeps_exactly_what_it_hashed(tmp_path: Path) -> None:
+    """A small file's bytes are kept in memory, a large one is copied as it is hashed:
+    neither is read from the folder again."""
+    big = b"b" * (trees.SMALL_FILE + 1)
+    write(tmp_path / "out", {"small": "first"})
+    (tmp_path / "out" / "sub").mkdir()
+    (tmp_path / "out" / "sub" / "big").write_bytes(big)
     stage = tmp_path / "stage"
     stage.mkdir()
     tree, sources = trees.scan(tmp_path / "out", copy_to=stage)
-    (tmp_path / "out" / "a").write_text("changed afterwards")
-    assert sources[tree["a"].digest or ""] == stage / digest_of(b"first")
-    assert {p.name: p.read_bytes() for p in stage.iterdir()} == {
-        digest_of(b"first"): b"first",
-        digest_of(b"second"): b"second",
-    }
+    (tmp_path / "out" / "small").write_text("changed afterwards")
+    (tmp_path / "out" / "sub" / "big").write_text("changed afterwards")
+    assert sources[digest_of(b"first")] == b"first"
+    assert sources[digest_of(big)] == stage / digest_of(big)
+    assert [(p.name, p.read_bytes()) for p in stage.iterdir()] == [(digest_of(big), big)]
+    assert tree["sub/big"] == trees.Entry(digest_of(big), len(big))
 
 
 def test_scan_beneath_reaches_its_root_through_no_link(tmp_path: Path) -> None:
