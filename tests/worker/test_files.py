@@ -13,8 +13,10 @@ import pytest
 
 from o11n.cas import tree as trees
 from o11n.cas.store import digest_of
+from o11n.core.jobs import JobSpec
 from o11n.errors import BadRequest
 from o11n.worker.api import WorkerApi
+from o11n.worker.executor import Attempt, Executor
 from o11n.worker.files import Files
 from tests.races import swapping
 from tests.servers import ServerProcess
@@ -158,3 +160,25 @@ async def test_an_output_swapped_for_a_link_never_uploads_what_it_points_to(
     for digest in blobs:
         await api.get_blob(digest, tmp_path / "blob")
         assert (tmp_path / "blob").read_bytes() != secret
+
+
+async def test_a_workdir_swapped_for_a_link_is_not_where_outputs_are_read(
+    api: WorkerApi, tmp_path: Path
+) -> None:
+    """The job replaces its own `workdir` with a link to a host folder: its outputs are
+    not read through that link."""
+    (tmp_path / "host").mkdir()
+    (tmp_path / "host" / "result.txt").write_bytes(b"host only")
+    executor = Executor(tmp_path / "work", files=Files(api, tmp_path / "cache"))
+    command = f"cd .. && rm -r build && ln -s {tmp_path / 'host'} build"
+    spec = JobSpec.model_validate(
+        {"command": command, "workdir": "build", "outputs": ["result.txt"]}
+    )
+    ended = await executor.run(Attempt(1, 1, "w1", spec), Output(), asyncio.Event(), print)
+    assert ended.kind == "error" and ended.outputs is None
+    assert "cannot store outputs" in (ended.reason or "")
+
+
+class Output:
+    async def write(self, stream: str, data: bytes) -> None:
+        pass
