@@ -430,7 +430,12 @@ def _write(parent: int, name: str, entry: Entry, blob: Callable[[str], Path]) ->
 def _copy_blob(source: Path, entry: Entry, parent: int, name: str) -> None:
     """Copy a blob into a new file `name` of the open folder, checking its digest."""
     assert entry.digest is not None
-    src = os.open(source, FILE_FLAGS)
+    try:
+        src = os.open(source, FILE_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # the blob's file was replaced by a link
+            raise BlobMismatch(entry.digest) from None
+        raise
     try:
         if not stat.S_ISREG(os.fstat(src).st_mode):
             raise BlobMismatch(entry.digest)

@@ -17,8 +17,11 @@ read from the job's paths again.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -124,7 +127,7 @@ class Files:
         """A blob's bytes from the cache, fetched again when they are not its digest."""
         for refetch in range(REFETCHES + 1):
             await self._fetch(digest)
-            data = await asyncio.to_thread(self.blob(digest).read_bytes)
+            data = await asyncio.to_thread(_read_blob, self.blob(digest))
             if digest_of(data) == digest:
                 return data
             if refetch < REFETCHES:
@@ -134,8 +137,7 @@ class Files:
     async def _refetch(self, digest: str) -> None:
         """Drop a cached blob whose content changed, and fetch it again."""
         log.warning("blob cache: %s changed on disk; fetching it again", digest)
-        self.blob(digest).unlink(missing_ok=True)
-        self._index.remove(digest)
+        self._index.remove(digest)  # the download replaces the file in one rename
         await self._fetch(digest)
 
     async def _fetch(self, digest: str) -> None:
@@ -163,6 +165,19 @@ class Files:
     async def _upload(self, digest: str, source: Path | bytes) -> None:
         async with self._slots:
             await self.api.put_blob(digest, source)
+
+
+def _read_blob(path: Path) -> bytes:
+    """A cached blob's bytes, read without following a link or blocking on a FIFO;
+    b"" (never a blob's digest) when it is not a regular file any more."""
+    try:
+        fd = os.open(path, trees.FILE_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return b""
+        raise
+    with open(fd, "rb") as f:
+        return f.read() if stat.S_ISREG(os.fstat(fd).st_mode) else b""
 
 
 def _found(cache: Path) -> list[tuple[str, int, float]]:

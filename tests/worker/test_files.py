@@ -105,8 +105,9 @@ async def test_trees_laid_out_at_once_keep_each_other_s_blobs(
     assert files.cached_bytes <= SIZE
 
 
+@pytest.mark.parametrize("how", ["rewritten", "replaced by a link"])
 async def test_a_cached_blob_changed_on_disk_is_never_laid_out(
-    api: WorkerApi, tmp_path: Path
+    api: WorkerApi, tmp_path: Path, how: str
 ) -> None:
     """A job that could write the cache rewrote the cached blob of another tenant's build
     script: the next lay-out notices and fetches the blob again."""
@@ -114,7 +115,13 @@ async def test_a_cached_blob_changed_on_disk_is_never_laid_out(
     digest = await stored_tree(api, {"build.sh": script})
     files = Files(api, tmp_path / "cache")
     await files.lay_out(digest, tmp_path / "one")
-    files.blob(digest_of(script)).write_bytes(evil)
+    cached = files.blob(digest_of(script))
+    if how == "rewritten":
+        cached.write_bytes(evil)
+    else:
+        (tmp_path / "evil").write_bytes(evil)
+        cached.unlink()
+        cached.symlink_to(tmp_path / "evil")
     await files.lay_out(digest, tmp_path / "two")
     assert (tmp_path / "two" / "build.sh").read_bytes() == script
     assert files.blob(digest_of(script)).read_bytes() == script
