@@ -26,7 +26,8 @@ from typing import Any, overload
 
 from pathspec import GitIgnoreSpec
 
-from o11n.cas.store import CHUNK, check_digest
+from o11n.cas import nofollow
+from o11n.cas.store import check_digest
 from o11n.errors import BadRequest, BlobMismatch
 
 FORMAT = "o11n-tree/1"
@@ -37,10 +38,6 @@ LITERAL = "./"  # a pattern that begins so is a path, not a glob
 MAX_DEPTH = 256  # folders inside folders: each level holds a descriptor while it is walked
 SMALL_FILE = 1024 * 1024  # an output file up to this size is kept in memory, not copied
 HELD_BYTES = 64 * 1024 * 1024  # in memory at most, per scan; the rest is copied to disk
-MAX_LINKS = 40  # links followed in one path of a tree being laid out, as the kernel allows
-DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,25 +221,12 @@ def scan(
     folder a job could change; `beneath` is one it cannot).
     """
     walk = _Scan(root, only, folders, copy_to, _Ignores() if ignore_files else None)
-    top = _open_root(root, beneath)
+    top = nofollow.open_beneath(root, beneath)
     try:
         walk.folder(top, "", 0)
     finally:
         os.close(top)
     return without_implied_folders(walk.tree), walk.sources
-
-
-def _open_root(root: Path, beneath: Path | None) -> int:
-    if beneath is None:
-        return os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the caller's own
-    fd = os.open(beneath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    for name in root.relative_to(beneath).parts:
-        try:
-            child = os.open(name, DIR_FLAGS, dir_fd=fd)
-        finally:
-            os.close(fd)
-        fd = child
-    return fd
 
 
 class _Scan:
@@ -285,9 +269,9 @@ class _Scan:
         if self.folders is not None and self._wanted(rel) and self.folders(rel):
             self.tree[rel] = Entry(directory=True)
         try:
-            fd = os.open(name, DIR_FLAGS, dir_fd=parent)
+            fd = os.open(name, nofollow.DIR_FLAGS, dir_fd=parent)
         except (FileNotFoundError, NotADirectoryError):
-            if _is_link(parent, name):  # swapped for a link since it was listed
+            if nofollow.is_link(parent, name):  # swapped for a link since it was listed
                 self.tree.pop(rel, None)
                 self.link(parent, name, rel)
             return
@@ -304,7 +288,7 @@ class _Scan:
         if not self._wanted(rel):
             return
         try:
-            fd = os.open(name, FILE_FLAGS, dir_fd=parent)
+            fd = os.open(name, nofollow.FILE_FLAGS, dir_fd=parent)
         except FileNotFoundError:
             return  # gone since it was listed
         except OSError as exc:
@@ -325,17 +309,17 @@ class _Scan:
     def _read(self, fd: int, size_hint: int, rel: str) -> tuple[str, int, Path | bytes]:
         """Hash (and with `copy_to`, keep) an open file; its digest, size and source."""
         if self.copy_to is None:
-            digest, size = pump(fd, None, size_hint)
+            digest, size = nofollow.pump(fd, None, size_hint)
             return digest, size, self.root / rel
         if size_hint <= SMALL_FILE and self.held + size_hint <= HELD_BYTES:
-            data = _read_up_to(fd, SMALL_FILE)
+            data = nofollow.read_up_to(fd, SMALL_FILE)
             if data is not None:
                 self.held += len(data)
                 return hashlib.sha256(data).hexdigest(), len(data), data
             os.lseek(fd, 0, os.SEEK_SET)  # it grew: copied instead, from the same file
         out, temp = tempfile.mkstemp(dir=self.copy_to, suffix=".part")
         try:
-            digest, size = pump(fd, out, size_hint)
+            digest, size = nofollow.pump(fd, out, size_hint)
         except BaseException:
             os.unlink(temp)
             raise
@@ -362,7 +346,9 @@ class _Ignores:
         self.rules = [
             (b, s) for b, s in self.rules if not b or base == b or base.startswith(b + "/")
         ]
-        lines = [line for name in IGNORE_FILES for line in _read_text(folder, name).splitlines()]
+        lines = [
+            line for name in IGNORE_FILES for line in nofollow.read_text(folder, name).splitlines()
+        ]
         if lines:
             self.rules.append((base, GitIgnoreSpec.from_lines(lines)))
 
@@ -378,18 +364,6 @@ class _Ignores:
         return verdict
 
 
-def _read_text(folder: int, name: str) -> str:
-    """A regular file's text in an open folder; "" when there is none (or it is a link)."""
-    try:
-        fd = os.open(name, FILE_FLAGS, dir_fd=folder)
-    except OSError:
-        return ""
-    with open(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return ""
-        return f.read().decode(errors="replace")
-
-
 def lay_out(tree: Tree, dest: Path, blob: Callable[[str], Path]) -> None:
     """Write a tree's files, links and folders under `dest`, copying each file from
     `blob(digest)`.
@@ -402,7 +376,7 @@ def lay_out(tree: Tree, dest: Path, blob: Callable[[str], Path]) -> None:
     a folder a running process swapped for such a link). Each blob is hashed as it is
     copied: BlobMismatch when its content is not its digest (the copy is removed)."""
     dest.mkdir(parents=True, exist_ok=True)
-    folders = _Folders(os.open(dest, DIR_FLAGS), os.path.realpath(dest))
+    folders = nofollow.Folders(os.open(dest, nofollow.DIR_FLAGS), os.path.realpath(dest))
     try:
         for rel in sorted(tree):
             parts = check_path(rel).split("/")
@@ -431,7 +405,7 @@ def _copy_blob(source: Path, entry: Entry, parent: int, name: str) -> None:
     """Copy a blob into a new file `name` of the open folder, checking its digest."""
     assert entry.digest is not None
     try:
-        src = os.open(source, FILE_FLAGS)
+        src = os.open(source, nofollow.FILE_FLAGS)
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # the blob's file was replaced by a link
             raise BlobMismatch(entry.digest) from None
@@ -439,9 +413,9 @@ def _copy_blob(source: Path, entry: Entry, parent: int, name: str) -> None:
     try:
         if not stat.S_ISREG(os.fstat(src).st_mode):
             raise BlobMismatch(entry.digest)
-        dst = os.open(name, NEW_FILE_FLAGS, 0o666, dir_fd=parent)
+        dst = os.open(name, nofollow.NEW_FILE_FLAGS, 0o666, dir_fd=parent)
         try:
-            digest, _ = pump(src, dst, entry.size)
+            digest, _ = nofollow.pump(src, dst, entry.size)
             if entry.executable:
                 os.fchmod(dst, 0o755)
         finally:
@@ -451,129 +425,3 @@ def _copy_blob(source: Path, entry: Entry, parent: int, name: str) -> None:
     if digest != entry.digest:
         os.unlink(name, dir_fd=parent)
         raise BlobMismatch(entry.digest)
-
-
-class _Folders:
-    """The open folders along the path being written, from the destination down (a
-    tree's paths come sorted, so each folder is opened once while its entries are
-    written)."""
-
-    def __init__(self, root: int, top: str) -> None:
-        self.root, self.top = root, top
-        self.names: list[str] = []
-        self.fds: list[int] = []
-
-    def open(self, parts: list[str]) -> int:
-        """The folder at these parts of a tree path, made where it is missing."""
-        same = 0
-        while same < min(len(parts), len(self.names)) and parts[same] == self.names[same]:
-            same += 1
-        self._close_from(same)
-        for i in range(same, len(parts)):
-            fd = _child_folder(self.fds[-1] if self.fds else self.root, parts[i])
-            if fd is None:  # a link: the tree's own, or one a process swapped in
-                fd = _resolve(self.root, self.top, parts[: i + 1])
-            self.names.append(parts[i])
-            self.fds.append(fd)
-        return self.fds[-1] if self.fds else self.root
-
-    def close(self) -> None:
-        self._close_from(0)
-        os.close(self.root)
-
-    def _close_from(self, keep: int) -> None:
-        for fd in self.fds[keep:]:
-            os.close(fd)
-        del self.names[keep:], self.fds[keep:]
-
-
-def _child_folder(parent: int, name: str) -> int | None:
-    """The folder `name` of an open folder, open (made when missing); None for a link."""
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(name, dir_fd=parent)
-    try:
-        return os.open(name, DIR_FLAGS, dir_fd=parent)
-    except OSError as exc:
-        if exc.errno in (errno.ENOTDIR, errno.ELOOP) and _is_link(parent, name):
-            return None
-        raise
-
-
-def _resolve(root: int, top: str, parts: list[str]) -> int:
-    """The folder `parts` names under `root`, open, its links followed as the tree's
-    data: one no-follow hop at a time, `..` taken back on the path walked so far, never
-    on the disk. BadRequest when it leads out of the destination (real path `top`)."""
-    rel = "/".join(parts)
-    todo, stack, hops = list(reversed(parts)), [os.dup(root)], 0
-    try:
-        while todo:
-            name = todo.pop()
-            if name == "..":
-                if len(stack) == 1:
-                    raise BadRequest(
-                        f"{rel[:200]!r} leads out of the work directory through a link"
-                    )
-                os.close(stack.pop())
-            elif name not in ("", "."):
-                fd = _child_folder(stack[-1], name)
-                if fd is not None:
-                    stack.append(fd)
-                    continue
-                hops += 1
-                if hops > MAX_LINKS:
-                    raise BadRequest(f"{rel[:200]!r} goes through more than {MAX_LINKS} links")
-                target = os.readlink(name, dir_fd=stack[-1])
-                if target.startswith("/") and _inside(top, target) is None:
-                    raise BadRequest(
-                        f"{rel[:200]!r} leads out of the work directory through a link"
-                    )
-                if target.startswith("/"):
-                    for fd in stack[1:]:
-                        os.close(fd)
-                    del stack[1:]
-                    target = _inside(top, target) or ""
-                todo.extend(reversed(target.split("/")))
-        return stack.pop()
-    finally:
-        for fd in stack:
-            os.close(fd)
-
-
-def _inside(top: str, target: str) -> str | None:
-    """An absolute link target as a path relative to `top`, or None when it is outside."""
-    target = os.path.normpath(target)
-    if target == top:
-        return ""
-    return target[len(top) + 1 :] if target.startswith(top.rstrip("/") + "/") else None
-
-
-def _is_link(parent: int, name: str) -> bool:
-    try:
-        return stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode)
-    except FileNotFoundError:
-        return False
-
-
-def _read_up_to(fd: int, limit: int) -> bytes | None:
-    """An open file's bytes, or None when it holds more than `limit`."""
-    chunks, size = [], 0
-    while chunk := os.read(fd, limit + 1 - size):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return None
-    return b"".join(chunks)
-
-
-def pump(src: int, dst: int | None, size_hint: int) -> tuple[str, int]:
-    """Read an open file to its end, writing what is read to `dst` (when given); the
-    SHA-256 and the size of what was read."""
-    hashed, size = hashlib.sha256(), 0
-    buffer = bytearray(min(CHUNK, max(size_hint, 0) + 1))
-    while n := os.readv(src, [buffer]):
-        view = memoryview(buffer)[:n]
-        hashed.update(view)
-        size += n
-        while dst is not None and view:
-            view = view[os.write(dst, view) :]
-    return hashed.hexdigest(), size

@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from o11n.cas import nofollow
 from o11n.cas import tree as trees
 from o11n.cas.eviction import LruIndex, low_water
 from o11n.cas.store import check_digest, digest_of
@@ -171,7 +172,7 @@ def _read_blob(path: Path) -> bytes:
     """A cached blob's bytes, read without following a link or blocking on a FIFO;
     b"" (never a blob's digest) when it is not a regular file any more."""
     try:
-        fd = os.open(path, trees.FILE_FLAGS)
+        fd = os.open(path, nofollow.FILE_FLAGS)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return b""
