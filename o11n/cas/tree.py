@@ -213,12 +213,12 @@ def scan(
     Nothing under `root` is followed: each entry is opened relative to its folder's
     descriptor without following a link, a file is hashed from the descriptor it was
     opened as (a regular file), and an entry swapped for a link meanwhile is taken as
-    that link. With `copy_to`, the bytes hashed are kept: a small file's in memory (up to
-    HELD_BYTES in all), any other's copied as it is hashed into that folder (as
-    `copy_to/<digest>`), and its source is those bytes or that copy, so what is uploaded
-    then is what was hashed, whatever happens to `root` afterwards. With `beneath`, `root` is opened
-    from that folder one part at a time, following no link either (`root` lies in a
-    folder a job could change; `beneath` is one it cannot).
+    that link. With `copy_to`, the bytes hashed are kept: a small file's in memory (up
+    to HELD_BYTES in all), any other's copied as it is hashed into that folder (as
+    `copy_to/<digest>`), and its source is those bytes or that copy, so what is
+    uploaded then is what was hashed, whatever happens to `root` afterwards. With
+    `beneath`, `root` is opened from that folder one part at a time, following no link
+    either (`root` lies in a folder a job could change; `beneath` is one it cannot).
     """
     walk = _Scan(root, only, folders, copy_to, _Ignores() if ignore_files else None)
     top = nofollow.open_beneath(root, beneath)
@@ -270,7 +270,9 @@ class _Scan:
             self.tree[rel] = Entry(directory=True)
         try:
             fd = os.open(name, nofollow.DIR_FLAGS, dir_fd=parent)
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                raise
             if nofollow.is_link(parent, name):  # swapped for a link since it was listed
                 self.tree.pop(rel, None)
                 self.link(parent, name, rel)

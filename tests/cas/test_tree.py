@@ -302,6 +302,23 @@ def test_scan_never_reads_a_file_swapped_for_a_link(tmp_path: Path) -> None:
     assert digest_of(b"the job's artifact") in digests
 
 
+def test_scan_never_walks_into_a_folder_swapped_for_a_link(tmp_path: Path) -> None:
+    """The same with an output folder swapped for a link to a host folder: none of the
+    host folder's files is ever taken."""
+    host = tmp_path / "host"
+    write(host, {"id_rsa": "host key"})
+    out = tmp_path / "out"
+    write(out, {"d/result.txt": "artifact"})
+    (out / "bait").symlink_to(host)
+    found: set[str] = set()
+    with swapping(out / "d", out / "bait"):
+        for _ in range(3000):
+            with contextlib.suppress(OSError):
+                found |= set(trees.scan(out, ignore_files=False)[0])
+    assert "d/result.txt" in found
+    assert not any(path.endswith("id_rsa") for path in found)
+
+
 names = st.text(alphabet="abcxyz._-", min_size=1, max_size=8).filter(lambda n: n not in (".", ".."))
 
 
