@@ -19,6 +19,17 @@ class BadRequest(O11nError):
     code = "bad_request"
 
 
+class BlobMismatch(O11nError):
+    """A blob on disk whose content is not the one its digest names (changed since it was
+    stored or fetched)."""
+
+    code = "blob_mismatch"
+
+    def __init__(self, digest: str) -> None:
+        super().__init__(f"the copy of blob {digest} on disk does not hold that content")
+        self.digest = digest
+
+
 class Unauthorized(O11nError):
     """No token, or a token nobody issued."""
 

@@ -11,26 +11,33 @@ folder it is laid out in.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import json
 import os
 import re
-import shutil
 import stat
-from collections.abc import Callable, Iterable, Iterator
+import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path
+from typing import Any, overload
 
 from pathspec import GitIgnoreSpec
 
-from o11n.cas.store import check_digest, digest_file
-from o11n.errors import BadRequest
+from o11n.cas import nofollow
+from o11n.cas.store import check_digest
+from o11n.errors import BadRequest, BlobMismatch
 
 FORMAT = "o11n-tree/1"
 IGNORE_FILES = (".gitignore", ".o11nignore")
 ALWAYS_IGNORED = frozenset({".git", ".o11n"})  # history, and the local scheduler's secrets
 MAX_PATH = 4096
 LITERAL = "./"  # a pattern that begins so is a path, not a glob
+MAX_DEPTH = 256  # folders inside folders: each level holds a descriptor while it is walked
+SMALL_FILE = 1024 * 1024  # an output file up to this size is kept in memory, not copied
+HELD_BYTES = 64 * 1024 * 1024  # in memory at most, per scan; the rest is copied to disk
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,38 +169,172 @@ def select(tree: Tree, patterns: Iterable[str]) -> Tree:
     return {path: entry for path, entry in tree.items() if matches(path)}
 
 
+@overload
 def scan(
     root: Path,
     *,
     ignore_files: bool = True,
     only: Callable[[str], bool] | None = None,
     folders: Callable[[str], bool] | None = None,
-) -> tuple[Tree, dict[str, Path]]:
-    """A folder as a tree, and where each blob's content is on disk.
+    copy_to: None = None,
+    beneath: Path | None = None,
+) -> tuple[Tree, dict[str, Path]]: ...
+
+
+@overload
+def scan(
+    root: Path,
+    *,
+    ignore_files: bool = True,
+    only: Callable[[str], bool] | None = None,
+    folders: Callable[[str], bool] | None = None,
+    copy_to: Path,
+    beneath: Path | None = None,
+) -> tuple[Tree, dict[str, Path | bytes]]: ...
+
+
+def scan(
+    root: Path,
+    *,
+    ignore_files: bool = True,
+    only: Callable[[str], bool] | None = None,
+    folders: Callable[[str], bool] | None = None,
+    copy_to: Path | None = None,
+    beneath: Path | None = None,
+) -> tuple[Tree, dict[str, Path]] | tuple[Tree, dict[str, Path | bytes]]:
+    """A folder as a tree, and where each blob's content is (on disk, or in memory).
 
     With `ignore_files`, what `.gitignore` and `.o11nignore` files exclude is
     left out (each applies to its own folder and those below it), as are `.git`
     and `.o11n`. With `only`, just the paths it accepts are taken. Folders are
     implied by what they hold; an empty one is kept (as a folder entry) only when
     `folders` accepts it too, as a build action's output directories need.
+
+    Nothing under `root` is followed: each entry is opened relative to its folder's
+    descriptor without following a link, a file is hashed from the descriptor it was
+    opened as (a regular file), and an entry swapped for a link meanwhile is taken as
+    that link. With `copy_to`, the bytes hashed are kept: a small file's in memory (up
+    to HELD_BYTES in all), any other's copied as it is hashed into that folder (as
+    `copy_to/<digest>`), and its source is those bytes or that copy, so what is
+    uploaded then is what was hashed, whatever happens to `root` afterwards. With
+    `beneath`, `root` is opened from that folder one part at a time, following no link
+    either (`root` lies in a folder a job could change; `beneath` is one it cannot).
     """
-    tree: Tree = {}
-    sources: dict[str, Path] = {}
-    for path, rel in _walk(root, ignore_files, folders is not None):
-        if only is not None and not only(rel):
-            continue
-        info = path.lstat()
-        if stat.S_ISDIR(info.st_mode):
-            if folders is not None and folders(rel):
-                tree[rel] = Entry(directory=True)
-        elif stat.S_ISLNK(info.st_mode):
-            tree[rel] = Entry(link=os.readlink(path))
-        elif stat.S_ISREG(info.st_mode):
-            digest = digest_file(path)
-            executable = bool(info.st_mode & stat.S_IXUSR)
-            tree[rel] = Entry(digest, info.st_size, executable)
-            sources.setdefault(digest, path)
-    return without_implied_folders(tree), sources
+    walk = _Scan(root, only, folders, copy_to, _Ignores() if ignore_files else None)
+    top = nofollow.open_beneath(root, beneath)
+    try:
+        walk.folder(top, "", 0)
+    finally:
+        os.close(top)
+    return without_implied_folders(walk.tree), walk.sources
+
+
+class _Scan:
+    """One scan's rules and what it has found so far."""
+
+    def __init__(
+        self,
+        root: Path,
+        only: Callable[[str], bool] | None,
+        folders: Callable[[str], bool] | None,
+        copy_to: Path | None,
+        ignores: _Ignores | None,
+    ) -> None:
+        self.root, self.only, self.folders, self.copy_to = root, only, folders, copy_to
+        self.ignores = ignores
+        self.tree: Tree = {}
+        self.sources: dict[str, Path | bytes] = {}
+        self.held = 0  # bytes of the sources kept in memory
+
+    def folder(self, fd: int, base: str, depth: int) -> None:
+        """Take what the open folder `fd` (at `base`) holds, and walk into its folders."""
+        if depth > MAX_DEPTH:
+            raise BadRequest(f"{base[:200]!r} is nested deeper than {MAX_DEPTH} folders")
+        if self.ignores is not None:
+            self.ignores.enter(base, fd)
+        with os.scandir(fd) as listing:
+            entries = sorted(listing, key=lambda e: e.name)
+        for entry in entries:
+            rel = f"{base}/{entry.name}" if base else entry.name
+            if entry.is_symlink():
+                if not self._ignored(rel, False):
+                    self.link(fd, entry.name, rel)
+            elif entry.is_dir(follow_symlinks=False):
+                if entry.name not in ALWAYS_IGNORED and not self._ignored(rel, True):
+                    self._subfolder(fd, entry.name, rel, depth)
+            elif entry.is_file(follow_symlinks=False) and not self._ignored(rel, False):
+                self.file(fd, entry.name, rel)
+
+    def _subfolder(self, parent: int, name: str, rel: str, depth: int) -> None:
+        if self.folders is not None and self._wanted(rel) and self.folders(rel):
+            self.tree[rel] = Entry(directory=True)
+        try:
+            fd = os.open(name, nofollow.DIR_FLAGS, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                raise
+            if nofollow.is_link(parent, name):  # swapped for a link since it was listed
+                self.tree.pop(rel, None)
+                self.link(parent, name, rel)
+            return
+        try:
+            self.folder(fd, rel, depth + 1)
+        finally:
+            os.close(fd)
+
+    def link(self, parent: int, name: str, rel: str) -> None:
+        if self._wanted(rel):
+            self.tree[rel] = Entry(link=os.readlink(name, dir_fd=parent))
+
+    def file(self, parent: int, name: str, rel: str) -> None:
+        if not self._wanted(rel):
+            return
+        try:
+            fd = os.open(name, nofollow.FILE_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            return  # gone since it was listed
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # swapped for a link since it was listed
+                self.link(parent, name, rel)
+                return
+            raise
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return  # swapped for a folder or a device: not this file any more
+            digest, size, source = self._read(fd, info.st_size, rel)
+        finally:
+            os.close(fd)
+        self.tree[rel] = Entry(digest, size, bool(info.st_mode & stat.S_IXUSR))
+        self.sources.setdefault(digest, source)
+
+    def _read(self, fd: int, size_hint: int, rel: str) -> tuple[str, int, Path | bytes]:
+        """Hash (and with `copy_to`, keep) an open file; its digest, size and source."""
+        if self.copy_to is None:
+            digest, size = nofollow.pump(fd, None, size_hint)
+            return digest, size, self.root / rel
+        if size_hint <= SMALL_FILE and self.held + size_hint <= HELD_BYTES:
+            data = nofollow.read_up_to(fd, SMALL_FILE)
+            if data is not None:
+                self.held += len(data)
+                return hashlib.sha256(data).hexdigest(), len(data), data
+            os.lseek(fd, 0, os.SEEK_SET)  # it grew: copied instead, from the same file
+        out, temp = tempfile.mkstemp(dir=self.copy_to, suffix=".part")
+        try:
+            digest, size = nofollow.pump(fd, out, size_hint)
+        except BaseException:
+            os.unlink(temp)
+            raise
+        finally:
+            os.close(out)
+        os.replace(temp, self.copy_to / digest)
+        return digest, size, self.copy_to / digest
+
+    def _wanted(self, rel: str) -> bool:
+        return self.only is None or self.only(rel)
+
+    def _ignored(self, rel: str, is_dir: bool) -> bool:
+        return self.ignores is not None and self.ignores.ignored(rel, is_dir)
 
 
 class _Ignores:
@@ -202,16 +343,13 @@ class _Ignores:
     def __init__(self) -> None:
         self.rules: list[tuple[str, GitIgnoreSpec]] = []  # (folder, its rules), outermost first
 
-    def enter(self, base: str, folder: Path) -> None:
-        """Rules for the folder `base`: its ancestors' and its own."""
+    def enter(self, base: str, folder: int) -> None:
+        """Rules for the folder `base` (open as `folder`): its ancestors' and its own."""
         self.rules = [
             (b, s) for b, s in self.rules if not b or base == b or base.startswith(b + "/")
         ]
         lines = [
-            line
-            for name in IGNORE_FILES
-            if (folder / name).is_file()
-            for line in (folder / name).read_text(errors="replace").splitlines()
+            line for name in IGNORE_FILES for line in nofollow.read_text(folder, name).splitlines()
         ]
         if lines:
             self.rules.append((base, GitIgnoreSpec.from_lines(lines)))
@@ -228,52 +366,64 @@ class _Ignores:
         return verdict
 
 
-def _walk(root: Path, ignore_files: bool, folders: bool = False) -> Iterator[tuple[Path, str]]:
-    """Files and links under `root` with their relative paths, ignored ones left out;
-    with `folders`, the folders walked into too."""
-    ignores = _Ignores()
-    for folder, dirs, files in os.walk(root):
-        base = Path(folder).relative_to(root).as_posix()
-        base = "" if base == "." else base
-        if ignore_files:
-            ignores.enter(base, Path(folder))
-        kept = []
-        for name in sorted(dirs):
-            rel, full = f"{base}/{name}".lstrip("/"), Path(folder) / name
-            if full.is_symlink():
-                if not (ignore_files and ignores.ignored(rel, False)):
-                    yield full, rel
-            elif name not in ALWAYS_IGNORED and not (ignore_files and ignores.ignored(rel, True)):
-                kept.append(name)
-                if folders:
-                    yield full, rel
-        dirs[:] = kept
-        for name in sorted(files):
-            rel = f"{base}/{name}".lstrip("/")
-            if not (ignore_files and ignores.ignored(rel, False)):
-                yield Path(folder) / name, rel
-
-
 def lay_out(tree: Tree, dest: Path, blob: Callable[[str], Path]) -> None:
-    """Write a tree's files and folders under `dest`, copying each file from
-    `blob(digest)`; BadRequest for a path that would lead out of `dest` through one of
-    the tree's own links."""
-    top = dest.resolve()
-    for rel in sorted(tree):
-        entry = tree[rel]
-        target = dest / PurePosixPath(check_path(rel))
-        if not target.parent.resolve().is_relative_to(top):
-            raise BadRequest(f"{rel!r} leads out of the work directory through a link")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_symlink() or target.is_file():
-            target.unlink()
-        if entry.directory:
-            target.mkdir(exist_ok=True)
-            continue
-        if entry.link is not None:
-            target.symlink_to(entry.link)
-            continue
+    """Write a tree's files, links and folders under `dest`, copying each file from
+    `blob(digest)`.
+
+    Nothing under `dest` is resolved by path: each folder is made and opened relative
+    to its parent's descriptor without following a link, and each file is created
+    new (`O_EXCL`, no-follow) in its folder. A link is the tree's data: it is written,
+    and a path of the tree that goes through one is resolved here, one no-follow hop
+    at a time, inside `dest`; one that would lead out of `dest` is a BadRequest (so is
+    a folder a running process swapped for such a link). Each blob is hashed as it is
+    copied: BlobMismatch when its content is not its digest (the copy is removed)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    folders = nofollow.Folders(os.open(dest, nofollow.DIR_FLAGS), os.path.realpath(dest))
+    try:
+        for rel in sorted(tree):
+            parts = check_path(rel).split("/")
+            if len(parts) > MAX_DEPTH:
+                raise BadRequest(f"{rel[:200]!r} is nested deeper than {MAX_DEPTH} folders")
+            _write(folders.open(parts[:-1]), parts[-1], tree[rel], blob)
+    finally:
+        folders.close()
+
+
+def _write(parent: int, name: str, entry: Entry, blob: Callable[[str], Path]) -> None:
+    """One entry in its open folder, in place of a file or link of that name."""
+    with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+        os.unlink(name, dir_fd=parent)
+    if entry.directory:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, dir_fd=parent)
+    elif entry.link is not None:
+        os.symlink(entry.link, name, dir_fd=parent)
+    else:
         assert entry.digest is not None
-        shutil.copyfile(blob(entry.digest), target)
-        if entry.executable:
-            target.chmod(0o755)
+        _copy_blob(blob(entry.digest), entry, parent, name)
+
+
+def _copy_blob(source: Path, entry: Entry, parent: int, name: str) -> None:
+    """Copy a blob into a new file `name` of the open folder, checking its digest."""
+    assert entry.digest is not None
+    try:
+        src = os.open(source, nofollow.FILE_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # the blob's file was replaced by a link
+            raise BlobMismatch(entry.digest) from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(src).st_mode):
+            raise BlobMismatch(entry.digest)
+        dst = os.open(name, nofollow.NEW_FILE_FLAGS, 0o666, dir_fd=parent)
+        try:
+            digest, _ = nofollow.pump(src, dst, entry.size)
+            if entry.executable:
+                os.fchmod(dst, 0o755)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    if digest != entry.digest:
+        os.unlink(name, dir_fd=parent)
+        raise BlobMismatch(entry.digest)

@@ -100,7 +100,9 @@ class Files(Protocol):
 
     async def lay_out(self, digest: str, dest: Path) -> None: ...
 
-    async def store(self, cwd: Path, patterns: list[str], required: bool = True) -> str: ...
+    async def store(
+        self, cwd: Path, patterns: list[str], required: bool = True, *, beneath: Path | None = None
+    ) -> str: ...
 
 
 class Runner(Protocol):
@@ -200,19 +202,23 @@ class Executor:
                 ended = await self.containers.run_in(cwd, attempt, logs, stop, on_start)
             else:
                 ended = await self._run_in(cwd, run_dir, attempt, logs, stop, on_start)
-            return await self._store_outputs(run_dir, spec, ended)
+            return await self._store_outputs(cwd, run_dir, spec, ended)
         finally:
             if not self.keep_workdirs:
                 shutil.rmtree(cwd, ignore_errors=True)
 
-    async def _store_outputs(self, run_dir: Path, spec: JobSpec, ended: Ended) -> Ended:
-        """Store the outputs: an artifact's after a success, an action's after any run."""
+    async def _store_outputs(self, cwd: Path, run_dir: Path, spec: JobSpec, ended: Ended) -> Ended:
+        """Store the outputs: an artifact's after a success, an action's after any run.
+        They are read from `run_dir` reached from `cwd` following no link: the job could
+        have swapped a folder of its `workdir` for a link out of its own folder."""
         action = spec.outputs_mode == "action"
         ran = ended.kind in (None, "timeout") if action else ended.succeeded
         if not (ran and spec.outputs and self.files is not None):
             return ended
         try:
-            outputs = await self.files.store(run_dir, list(spec.outputs), required=not action)
+            outputs = await self.files.store(
+                run_dir, list(spec.outputs), required=not action, beneath=cwd
+            )
         except (O11nError, OSError) as exc:
             return dataclasses.replace(
                 ended, kind="error", reason=f"cannot store outputs: {_text(exc)}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from hypothesis import strategies as st
 
 from o11n.cas import tree as trees
 from o11n.cas.store import CasStore, digest_of
-from o11n.errors import BadRequest
+from o11n.errors import BadRequest, BlobMismatch
+from tests.races import swapping
 
 
 def write(root: Path, files: dict[str, str]) -> None:
@@ -210,6 +212,111 @@ def test_lay_out_refuses_to_make_a_folder_through_a_link_out_of_the_folder(
     with pytest.raises(BadRequest, match="leads out"):
         trees.lay_out(evil, dest, CasStore(tmp_path / "cas").path)
     assert list(outside.iterdir()) == []
+
+
+def test_lay_out_follows_the_tree_s_own_links_that_stay_inside(tmp_path: Path) -> None:
+    dest, cas = tmp_path / "dest", CasStore(tmp_path / "cas")
+    tree = {
+        "real/kept": trees.Entry(cas.put(b"k"), 1),
+        "rel": trees.Entry(link="real"),
+        "rel/x": trees.Entry(cas.put(b"x"), 1),
+        "abs": trees.Entry(link=str(dest / "real")),
+        "abs/y": trees.Entry(cas.put(b"y"), 1),
+    }
+    trees.lay_out(tree, dest, cas.path)
+    assert sorted(p.name for p in (dest / "real").iterdir()) == ["kept", "x", "y"]
+    assert os.readlink(dest / "rel") == "real"
+
+
+def test_lay_out_refuses_a_blob_that_is_not_its_digest(tmp_path: Path) -> None:
+    """A changed copy of a blob is found as it is copied, and the copy is not left."""
+    (tmp_path / "blob").write_bytes(b"changed")
+    tree = {"a/run.sh": trees.Entry(digest_of(b"genuine"), 7, True)}
+    with pytest.raises(BlobMismatch):
+        trees.lay_out(tree, tmp_path / "dest", lambda d: tmp_path / "blob")
+    assert list((tmp_path / "dest" / "a").iterdir()) == []
+
+
+def test_scan_keeps_exactly_what_it_hashed(tmp_path: Path) -> None:
+    """A small file's bytes are kept in memory, a large one is copied as it is hashed:
+    neither is read from the folder again."""
+    big = b"b" * (trees.SMALL_FILE + 1)
+    write(tmp_path / "out", {"small": "first"})
+    (tmp_path / "out" / "sub").mkdir()
+    (tmp_path / "out" / "sub" / "big").write_bytes(big)
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    tree, sources = trees.scan(tmp_path / "out", copy_to=stage)
+    (tmp_path / "out" / "small").write_text("changed afterwards")
+    (tmp_path / "out" / "sub" / "big").write_text("changed afterwards")
+    assert sources[digest_of(b"first")] == b"first"
+    assert sources[digest_of(big)] == stage / digest_of(big)
+    assert [(p.name, p.read_bytes()) for p in stage.iterdir()] == [(digest_of(big), big)]
+    assert tree["sub/big"] == trees.Entry(digest_of(big), len(big))
+
+
+def test_scan_beneath_reaches_its_root_through_no_link(tmp_path: Path) -> None:
+    """A job's `workdir` swapped for a link out of the job's folder is not read."""
+    job, outside = tmp_path / "job", tmp_path / "outside"
+    write(outside, {"secret": "host only"})
+    write(job, {"real/out": "artifact"})
+    (job / "work").symlink_to(outside)
+    assert sorted(trees.scan(job / "real", beneath=job)[0]) == ["out"]
+    with pytest.raises(OSError):
+        trees.scan(job / "work", beneath=job)
+
+
+def test_lay_out_never_writes_through_a_folder_swapped_for_a_link(tmp_path: Path) -> None:
+    """A job's leftover process keeps swapping a folder of the next tree being laid out
+    for a link to a folder outside it: nothing is ever written outside (the lay-out may
+    fail, or write into the folder the link took the place of: both stay inside)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    cas = CasStore(tmp_path / "cas")
+    tree = {f"d/f{n}": trees.Entry(cas.put(b"planted %d" % n), 9) for n in range(300)}
+    for attempt in range(20):
+        dest = tmp_path / f"job{attempt}"
+        (dest / "d").mkdir(parents=True)
+        (dest / "link").symlink_to(outside)
+        with swapping(dest / "d", dest / "link"), contextlib.suppress(BadRequest, OSError):
+            trees.lay_out(tree, dest, cas.path)
+        assert list(outside.iterdir()) == []
+
+
+def test_scan_never_reads_a_file_swapped_for_a_link(tmp_path: Path) -> None:
+    """The output race: a regular file the scan is about to read is swapped for a link to
+    a host-only file, again and again; the tree never holds that file's content."""
+    secret = tmp_path / "shadow"
+    secret.write_bytes(b"root:host-only-hash:19000:0:99999:7:::\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "result.txt").write_bytes(b"the job's artifact")
+    (out / "bait").symlink_to(secret)
+    digests = set()
+    with swapping(out / "result.txt", out / "bait"):
+        for _ in range(3000):
+            with contextlib.suppress(OSError):
+                tree, _ = trees.scan(out, ignore_files=False, only=trees.matcher(["result.txt"]))
+                digests.add(tree["result.txt"].digest)
+    assert digest_of(secret.read_bytes()) not in digests
+    assert digest_of(b"the job's artifact") in digests
+
+
+def test_scan_never_walks_into_a_folder_swapped_for_a_link(tmp_path: Path) -> None:
+    """The same with an output folder swapped for a link to a host folder: none of the
+    host folder's files is ever taken."""
+    host = tmp_path / "host"
+    write(host, {"id_rsa": "host key"})
+    out = tmp_path / "out"
+    write(out, {"d/result.txt": "artifact"})
+    (out / "bait").symlink_to(host)
+    found: set[str] = set()
+    with swapping(out / "d", out / "bait"):
+        for _ in range(3000):
+            with contextlib.suppress(OSError):
+                found |= set(trees.scan(out, ignore_files=False)[0])
+    assert "d/result.txt" in found
+    assert not any(path.endswith("id_rsa") for path in found)
 
 
 names = st.text(alphabet="abcxyz._-", min_size=1, max_size=8).filter(lambda n: n not in (".", ".."))

@@ -5,6 +5,7 @@ restart."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,8 +13,12 @@ import pytest
 
 from o11n.cas import tree as trees
 from o11n.cas.store import digest_of
+from o11n.core.jobs import JobSpec
+from o11n.errors import BadRequest
 from o11n.worker.api import WorkerApi
+from o11n.worker.executor import Attempt, Executor
 from o11n.worker.files import Files
+from tests.races import swapping
 from tests.servers import ServerProcess
 
 SIZE = 1000
@@ -98,3 +103,89 @@ async def test_trees_laid_out_at_once_keep_each_other_s_blobs(
         for k in range(10):
             assert (tmp_path / f"job{n}" / f"f{k}.bin").read_bytes() == content(10 * n + k)
     assert files.cached_bytes <= SIZE
+
+
+@pytest.mark.parametrize("how", ["rewritten", "replaced by a link"])
+async def test_a_cached_blob_changed_on_disk_is_never_laid_out(
+    api: WorkerApi, tmp_path: Path, how: str
+) -> None:
+    """A job that could write the cache rewrote the cached blob of another tenant's build
+    script: the next lay-out notices and fetches the blob again."""
+    script, evil = b"#!/bin/sh\necho built by A\n", b"#!/bin/sh\necho owned by B\n"
+    digest = await stored_tree(api, {"build.sh": script})
+    files = Files(api, tmp_path / "cache")
+    await files.lay_out(digest, tmp_path / "one")
+    cached = files.blob(digest_of(script))
+    if how == "rewritten":
+        cached.write_bytes(evil)
+    else:
+        (tmp_path / "evil").write_bytes(evil)
+        cached.unlink()
+        cached.symlink_to(tmp_path / "evil")
+    await files.lay_out(digest, tmp_path / "two")
+    assert (tmp_path / "two" / "build.sh").read_bytes() == script
+    assert files.blob(digest_of(script)).read_bytes() == script
+
+
+async def test_a_cached_tree_changed_on_disk_is_never_laid_out(
+    api: WorkerApi, tmp_path: Path
+) -> None:
+    """The same with the tree's own blob: a rewritten listing names other files."""
+    digest = await stored_tree(api, {"build.sh": b"#!/bin/sh\necho built by A\n"})
+    files = Files(api, tmp_path / "cache")
+    await files.lay_out(digest, tmp_path / "one")
+    evil = await stored_tree(api, {"pwned.sh": b"#!/bin/sh\necho owned by B\n"})
+    await files.lay_out(evil, tmp_path / "evil")
+    files.blob(digest).write_bytes(files.blob(evil).read_bytes())
+    await files.lay_out(digest, tmp_path / "two")
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["build.sh"]
+
+
+async def test_an_output_swapped_for_a_link_never_uploads_what_it_points_to(
+    api: WorkerApi, tmp_path: Path
+) -> None:
+    """A job's leftover process keeps swapping its artifact for a link to a host-only
+    file while the worker stores the outputs: no stored blob holds that file."""
+    secret = b"root:host-only-hash:19000:0:99999:7:::\n"
+    (tmp_path / "shadow").write_bytes(secret)
+    cwd = tmp_path / "job"
+    cwd.mkdir()
+    (cwd / "result.txt").write_bytes(b"the job's artifact")
+    (cwd / "bait").symlink_to(tmp_path / "shadow")
+    files = Files(api, tmp_path / "cache")
+    stored = set()
+    with swapping(cwd / "result.txt", cwd / "bait"):
+        for _ in range(300):
+            with contextlib.suppress(BadRequest, OSError):
+                stored.add(await files.store(cwd, ["result.txt"]))
+    blobs = set()
+    for digest in stored:
+        await api.get_blob(digest, tmp_path / "tree")
+        tree = trees.from_bytes((tmp_path / "tree").read_bytes())
+        blobs |= {e.digest for e in tree.values() if e.digest}
+    assert digest_of(b"the job's artifact") in blobs
+    for digest in blobs:
+        await api.get_blob(digest, tmp_path / "blob")
+        assert (tmp_path / "blob").read_bytes() != secret
+
+
+async def test_a_workdir_swapped_for_a_link_is_not_where_outputs_are_read(
+    api: WorkerApi, tmp_path: Path
+) -> None:
+    """The job replaces its own `workdir` with a link to a host folder: its outputs are
+    not read through that link."""
+    (tmp_path / "host").mkdir()
+    (tmp_path / "host" / "result.txt").write_bytes(b"host only")
+    executor = Executor(tmp_path / "work", files=Files(api, tmp_path / "cache"))
+    command = f"cd .. && rm -r build && ln -s {tmp_path / 'host'} build"
+    spec = JobSpec.model_validate(
+        {"command": command, "workdir": "build", "outputs": ["result.txt"]}
+    )
+    ended = await executor.run(Attempt(1, 1, "w1", spec), Output(), asyncio.Event(), print)
+    assert ended.kind == "error" and ended.outputs is None
+    assert "cannot store outputs" in (ended.reason or "")
+
+
+class Output:
+    async def write(self, stream: str, data: bytes) -> None:
+        pass
