@@ -24,7 +24,7 @@ from pathlib import Path
 from o11n.errors import BadRequest
 
 DEFAULT_UIDS = range(2_100_000, 2_101_000)  # far above any real user's uid
-HIDDEN = ("/tmp", "/run", "/var/tmp")  # each a fresh empty tmpfs inside
+SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")  # each a fresh empty tmpfs inside, 1777
 
 
 def parse_uids(text: str) -> range:
@@ -114,7 +114,9 @@ class Sandbox:
         else:
             box.append("--unshare-user")
         box += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-        for hidden in (*HIDDEN, str(self.workdir)):
+        for scratch in SCRATCH:  # private, and writable by the job as on any host
+            box += ["--perms", "1777", "--tmpfs", scratch]
+        for hidden in ("/run", str(self.workdir)):
             box += ["--tmpfs", hidden]
         box += ["--bind", str(cwd), str(cwd), "--chdir", str(run_dir), "--"]
         if self.as_root:

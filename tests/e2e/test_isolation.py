@@ -110,11 +110,12 @@ def test_a_job_writes_nowhere_but_its_own_folder(
         echo pwned > {loose} || true
         echo pwned > "$HOME/planted" || true
         touch /usr/local/bin/planted || true
-        cat mine
+        echo scratch > /tmp/scratch && echo shm > /dev/shm/scratch
+        cat mine /tmp/scratch /dev/shm/scratch
     """
     with Client(server.url, server.token) as client:
         job = wait_final(client, client.submit({"command": script}))
-        assert (job.state, log_text(client, job.id)) == ("succeeded", "inside\n")
+        assert (job.state, log_text(client, job.id)) == ("succeeded", "inside\nscratch\nshm\n")
     assert not (outside / "planted").exists()
     assert not loose.exists()
     assert not Path("/usr/local/bin/planted").exists()
