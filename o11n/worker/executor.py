@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from o11n.core.jobs import JobSpec
+from o11n.core.services import task_env
 from o11n.errors import BadRequest, O11nError
 from o11n.worker.host import dies_with_parent
 
@@ -76,16 +77,23 @@ def command_argv(command: list[str] | str) -> list[str]:
 
 
 def job_env(attempt: Attempt) -> dict[str, str]:
-    """The worker's environment without its own O11N_* settings, the job's env, and O11N_*."""
+    """The worker's environment without its own O11N_* settings, then the attempt's own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("O11N_")}
-    env.update(attempt.spec.env)
-    env.update(
-        O11N_JOB_ID=str(attempt.job_id),
-        O11N_ATTEMPT=str(attempt.number),
-        O11N_WORKER=attempt.worker,
-        O11N_CPUS=f"{max(1, round(attempt.spec.resources.cpu))}",
-    )
+    env.update(attempt_env(attempt))
     return env
+
+
+def attempt_env(attempt: Attempt) -> dict[str, str]:
+    """The job's env, a service task's PORT_<NAME> and O11N_HOST_IP (from the field only the
+    scheduler sets, never from the job's env), and O11N_*."""
+    return {
+        **attempt.spec.env,
+        **task_env(attempt.spec.service),
+        "O11N_JOB_ID": str(attempt.job_id),
+        "O11N_ATTEMPT": str(attempt.number),
+        "O11N_WORKER": attempt.worker,
+        "O11N_CPUS": f"{max(1, round(attempt.spec.resources.cpu))}",
+    }
 
 
 class Files(Protocol):

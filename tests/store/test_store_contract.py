@@ -217,6 +217,54 @@ def test_tenants_tokens_workers(db: Database) -> None:
     assert worker.attributes == {"city": "shenzhen", "cores": 24.0} and worker.disabled
 
 
+def test_stored_service_tasks_move_their_ports_out_of_env(db: Database, db_url: str) -> None:
+    """A scheduler upgraded on a database whose service tasks' jobs carry PORT_*,
+    O11N_HOST_IP and O11N_SERVICE in their env: the tasks get the `service` field; a
+    tenant's job that only forged that env does not."""
+    from sqlalchemy import text
+
+    from o11n.core.services import ServiceSpec
+    from o11n.store.services import ServiceStore
+
+    svc = ServiceSpec.model_validate({"name": "web", "namespace": "build", "command": "x"})
+    write(db, ServiceStore().save, "team", svc, 1.0)
+    task_env = {
+        "MODE": "fast",
+        "PORT_HTTP": "31005",
+        "O11N_HOST_IP": "127.0.0.9",
+        "O11N_SERVICE": "build/web",
+        "O11N_TASK": "2",
+    }
+    labels = {"o11n.service": "build/web", "o11n.task": "2", "o11n.version": "v1"}
+    forged = {"PORT_X": "8080", "O11N_HOST_IP": "0.0.0.0", "O11N_SERVICE": "build/web"}
+    jobs = JobStore(db)
+    (task, other_tenant, unlabelled) = write(
+        db,
+        jobs.insert,
+        [
+            (spec(env=task_env, labels=labels), "team"),
+            (spec(env=task_env, labels=labels), "mallory"),
+            (spec(env=forged), "team"),
+        ],
+        1.0,
+    )
+    with db.write_engine.begin() as conn:
+        conn.execute(text(f"UPDATE schema_version SET version = {len(MIGRATIONS) - 1}"))
+    db.close()
+    upgraded = Database(db_url)
+    try:
+        moved = upgraded.read_now(JobStore(upgraded).get, task.id)
+        assert moved is not None and moved.service is not None
+        assert moved.env == {"MODE": "fast"}
+        assert (moved.service.service, moved.service.index) == ("build/web", 2)
+        assert (moved.service.host_ip, moved.service.ports) == ("127.0.0.9", {"HTTP": 31005})
+        for job_id in (other_tenant.id, unlabelled.id):
+            kept = upgraded.read_now(JobStore(upgraded).get, job_id)
+            assert kept is not None and kept.service is None
+    finally:
+        upgraded.close()
+
+
 def test_concurrent_writes_share_commits(db: Database) -> None:
     jobs = JobStore(db)
 
