@@ -168,7 +168,8 @@ async def create_tenant(body: TenantIn, sched: Sched, who: Caller) -> TenantOut:
 
 @router.get("/api/v1/tenants", tags=["tenants"])
 async def list_tenants(sched: Sched, who: Caller) -> TenantList:
-    """Tenants with their weights and queued jobs."""
+    """Tenants with their weights and queued jobs (a tenant token: its own)."""
+    who.scope()  # a worker token lists none
     queued = sched.index.counts_by_tenant()
     return TenantList(
         tenants=[

@@ -64,7 +64,7 @@ async def list_pipelines(
 ) -> PipelineList:
     """Pipelines, newest first."""
     runner = runner_of(request)
-    tenant = who.tenant if who.role == "tenant" else None
+    tenant = who.scope()
     rows = await runner.sched.db.read(runner.store.find, tenant=tenant, limit=limit)
     return PipelineList(pipelines=[PipelineOut.model_validate(runner.view(r)) for r in rows])
 

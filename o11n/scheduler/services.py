@@ -196,7 +196,8 @@ class ServiceManager:
         return svc
 
     def visible(self, who: Principal) -> list[ServiceState]:
-        """The services the caller may see."""
+        """The services the caller may see (Forbidden for a worker token)."""
+        who.scope()
         return [s for _, s in sorted(self.services.items()) if who.may_see(s.tenant)]
 
     async def scale(self, who: Principal, key: str, instances: int) -> ServiceState:

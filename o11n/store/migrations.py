@@ -67,7 +67,7 @@ def _action_results(conn: Connection) -> None:
     schema.action_results.create(conn)
 
 
-TASK_ENV = ("O11N_SERVICE", "O11N_TASK", "O11N_HOST_IP")  # as service tasks had them until 0.x
+TASK_ENV = ("O11N_SERVICE", "O11N_TASK", "O11N_HOST_IP")  # what tasks' env held before 7
 
 
 def _service_task_fields(conn: Connection) -> None:
@@ -104,7 +104,7 @@ def _as_task(
     ports = {
         name.removeprefix("PORT_"): int(value)
         for name, value in env.items()
-        if name.startswith("PORT_") and value.isdigit()
+        if name.startswith("PORT_") and value.isdigit() and 0 < int(value) < 65536
     }
     spec["service"] = {
         "service": key,
@@ -117,6 +117,11 @@ def _as_task(
     return spec
 
 
+def _worker_tokens(conn: Connection) -> None:
+    """A worker's name is bound to the worker token that registered it."""
+    _add_columns(conn, "workers", {"token_hash": "VARCHAR(64)"})
+
+
 MIGRATIONS: list[Migration] = [
     _initial,
     _pipelines,
@@ -125,6 +130,7 @@ MIGRATIONS: list[Migration] = [
     _services,
     _action_results,
     _service_task_fields,
+    _worker_tokens,
 ]
 
 
