@@ -217,12 +217,14 @@ class Scheduler:
 
     def act_as(self, who: Principal, name: str) -> None:
         """Forbidden unless the caller may act as worker `name`: the admin as any worker, a
-        worker token as those it registered (NotRegistered for a name nobody did)."""
+        worker token as those it registered. NotRegistered (the worker registers again)
+        for a name no worker token has registered: one the admin did, or one from before
+        names were bound (an upgrade), or one the autoscaler freed."""
         who.require(WORKER)
         if who.is_admin:
             return
         known = self.agents.get(name)
-        if known is None:
+        if known is None or known.token_hash is None:
             raise NotRegistered(f"worker {name!r} is not registered")
         if known.token_hash != who.key:
             raise Forbidden(f"worker {name!r} was registered with another token")

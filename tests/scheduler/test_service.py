@@ -9,7 +9,14 @@ import pytest
 
 from o11n.core.jobs import JobSpec
 from o11n.core.states import JobState
-from o11n.errors import Conflict, Forbidden, InvalidTransition, LeaseExpired, NotFound
+from o11n.errors import (
+    Conflict,
+    Forbidden,
+    InvalidTransition,
+    LeaseExpired,
+    NotFound,
+    NotRegistered,
+)
 from o11n.scheduler.attempts import Report
 from o11n.scheduler.auth import Principal
 from o11n.scheduler.service import Scheduler
@@ -396,6 +403,8 @@ async def test_a_workers_name_is_bound_to_its_token_until_the_scheduler_frees_it
     with pytest.raises(Forbidden):
         sched.act_as(token_b, "elastic-1")
     await sched.unbind("elastic-1")  # the autoscaler starts a new elastic-1
+    with pytest.raises(NotRegistered):  # so the new worker registers, and takes the name
+        sched.act_as(token_b, "elastic-1")
     await sched.register("elastic-1", {}, BIG, by=token_b)
     sched.act_as(token_b, "elastic-1")
     with pytest.raises(Forbidden):
