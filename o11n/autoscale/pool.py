@@ -191,6 +191,7 @@ class ElasticPool:
     async def _launch(self, launch: Launch) -> None:
         self._started += 1
         worker = f"{self.prefix}-{self._started}"
+        await self.sched.unbind(worker)  # a new worker: a gone one's token may not be its
         try:
             instance = await self.provider.start(launch, worker)
         except OutOfStock as exc:

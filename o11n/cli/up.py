@@ -145,11 +145,11 @@ def _start_workers(
     children = []
     for i in range(1, count + 1):
         name = f"{base}-{i}"
-        token_file = tokens / name
-        token_file.unlink(missing_ok=True)
-        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(_worker_token(url, token))
+        token_file = tokens / name  # kept: the worker's name is bound to its token
+        if not token_file.exists():
+            fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(_worker_token(url, token))
         args = ["worker", "--server", url, "--name", name, "--token-file", str(token_file)]
         args += ["--cpus", "1", "--memory", str(memory), "--drain-timeout", str(drain_timeout)]
         args += ["--workdir", str(data_dir / "work" / name)]

@@ -29,12 +29,14 @@ MAX_TAGS = 32
 MAX_LABELS = 32
 MAX_TIMEOUT_S = 7 * 86400
 DEFAULT_TIMEOUT_S = 3600.0
+MIN_CPU = 0.01  # a job's share of a core; 0 would mean no CPU limit at all
 
 TagKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")]
 TagValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-/:+@]{1,255}$")]
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Digest = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+PortName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,31}$")]
 OutputPath = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 MAX_OUTPUTS = 256
 AGENT_OPERATORS = ("LIKE", "UNLIKE", "CLUSTER", "GREATER", "LESS")
@@ -83,7 +85,7 @@ class Model(BaseModel):
 class Resources(Model):
     """What a job needs of a worker: cores, bytes of memory, GPUs."""
 
-    cpu: float = Field(1.0, ge=0, le=4096)
+    cpu: float = Field(1.0, ge=MIN_CPU, le=4096, description=f"Cores, at least {MIN_CPU}.")
     memory: Size = 0
     gpu: int = Field(0, ge=0, le=64)
 
@@ -106,6 +108,22 @@ class RetryPolicy(Model):
         if kind == "failure" and exit_code is not None and exit_code in self.exit_codes:
             return True
         return kind in self.when
+
+
+class ServiceTask(Model):
+    """What makes a job a service's task, set by the scheduler only (refused from clients):
+    the worker gives the job its host ports (and so a network) and their env from it."""
+
+    service: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
+        description="The service's namespace/name."
+    )
+    index: int = Field(ge=0, le=100_000)
+    host_ip: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        description="The agent's address, where the ports are published."
+    )
+    ports: dict[PortName, Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default_factory=dict, max_length=16, description="Host ports by name."
+    )
 
 
 class JobSpec(Model):
@@ -162,6 +180,9 @@ class JobSpec(Model):
         None,
         description="Run the command in this folder of the work directory (made if missing); "
         "outputs are relative to it.",
+    )
+    service: ServiceTask | None = Field(
+        None, description="Set by the scheduler on a service's task; refused from clients."
     )
 
     @field_validator("command")

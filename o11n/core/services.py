@@ -11,21 +11,30 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from o11n.core.constraints import Constraints, parse_constraints
-from o11n.core.jobs import EnvName, Model, Resources, Seconds, TagKey, TagValue
+from o11n.core.jobs import (
+    EnvName,
+    JobSpec,
+    Model,
+    PortName,
+    Resources,
+    Seconds,
+    ServiceTask,
+    TagKey,
+    TagValue,
+)
 from o11n.errors import BadRequest
 
 ServiceName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9\-]{0,62}$")]
-PortName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,31}$")]
 MAX_INSTANCES = 1000
-PORT_ENV_PREFIX = "PORT_"  # a task's job carries each host port as PORT_<NAME>
+PORT_ENV_PREFIX = "PORT_"  # a task's job is given each host port as PORT_<NAME>
 HOST_IP_ENV = "O11N_HOST_IP"  # ... its agent's address
-SERVICE_ENV = "O11N_SERVICE"  # ... and its service's namespace/name
+SERVICE_ENV = "O11N_SERVICE"  # ... its service's namespace/name
+TASK_ENV = "O11N_TASK"  # ... and its index
 
 
 class PortSpec(Model):
@@ -112,12 +121,20 @@ class ServiceSpec(Model):
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def task_ports(env: Mapping[str, str]) -> dict[str, int]:
-    """A service task's host ports by name, read from its job's env; none for other jobs."""
-    if SERVICE_ENV not in env:
+def task_ports(spec: JobSpec) -> dict[str, int]:
+    """A service task's host ports by name, from the field only the scheduler sets; none
+    for other jobs (whatever their env says)."""
+    return dict(spec.service.ports) if spec.service is not None else {}
+
+
+def task_env(task: ServiceTask | None) -> dict[str, str]:
+    """The variables a service task's job is given: PORT_<NAME>, O11N_HOST_IP, O11N_SERVICE
+    and O11N_TASK (none for other jobs)."""
+    if task is None:
         return {}
     return {
-        name.removeprefix(PORT_ENV_PREFIX): int(port)
-        for name, port in env.items()
-        if name.startswith(PORT_ENV_PREFIX) and port.isdigit()
+        **{f"{PORT_ENV_PREFIX}{name}": str(port) for name, port in task.ports.items()},
+        HOST_IP_ENV: task.host_ip,
+        SERVICE_ENV: task.service,
+        TASK_ENV: str(task.index),
     }

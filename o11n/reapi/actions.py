@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from o11n.cas import tree as trees
 from o11n.core.jobs import MAX_OUTPUTS, MAX_TIMEOUT_S, Attempt, JobSpec
+from o11n.core.reserved import refuse_reserved
 from o11n.errors import BadRequest, MissingBlobs, NotFound
 from o11n.reapi import digests, directories, platform
 from o11n.reapi.blobs import Blobs
@@ -73,6 +74,8 @@ def job_spec(
 ) -> JobSpec:
     """The job that runs an action."""
     action, command = loaded.action, loaded.command
+    env = {v.name: v.value for v in command.environment_variables}
+    refuse_reserved("the action's command", env, field="environment variable")
     needs = platform.requirements(platform.chosen(action, command), unknown)
     timeout = action.timeout.ToTimedelta().total_seconds() or default_timeout
     outputs = _output_patterns(command)
@@ -86,7 +89,7 @@ def job_spec(
         return JobSpec(
             command=list(command.arguments),
             name=f"action {loaded.digest.hash[:16]}",
-            env={v.name: v.value for v in command.environment_variables},
+            env=env,
             tags=needs.tags,
             resources=resources,
             timeout=min(timeout, MAX_TIMEOUT_S),

@@ -8,7 +8,8 @@ requirements:
 - `container-image`: the job's image (a `docker://` prefix is stripped);
 - `OSFamily` and `ISA`: the worker tags `os` and `arch` (lower case; `x86-64`
   reads as `x86_64`, as workers tag themselves);
-- `min-cores`, `min-mem`: the job's cpu and memory (Buildfarm's names);
+- `min-cores`, `min-mem`: the job's cpu and memory (Buildfarm's names; a
+  `min-cores` below o11n's floor of 0.01 cores reads as 0.01);
 - `network`: `on`/`true` gives a container job a network;
 - any other key, by policy: `require` (default) makes it a tag the worker
   must have with that value; `ignore` drops it.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from o11n.core.jobs import MIN_CPU
 from o11n.core.units import parse_size
 from o11n.errors import BadRequest
 from o11n.reapi.protos import re_pb2
@@ -61,7 +63,7 @@ def _apply(needs: Requirements, name: str, value: str, unknown: str) -> None:
     elif name == "ISA":
         needs.tags["arch"] = _tag_value(name, ISA_NAMES.get(value.lower(), value.lower()))
     elif name == "min-cores":
-        needs.cpu = _number(name, value)
+        needs.cpu = max(MIN_CPU, _number(name, value))  # 0 asks for no floor: the smallest
     elif name == "min-mem":
         needs.memory = parse_size(value)
     elif name == "network":

@@ -6,7 +6,6 @@ from fastapi import APIRouter
 
 from o11n.core.ports import format_ranges
 from o11n.scheduler.app import Caller, Sched
-from o11n.scheduler.auth import WORKER
 from o11n.scheduler.schemas import AgentList, AgentOut, AgentState, AttributeIn, WorkerName
 from o11n.scheduler.service import Scheduler
 from o11n.scheduler.worker_api import resources_out
@@ -34,16 +33,16 @@ def agent_out(sched: Scheduler, worker: WorkerState) -> AgentOut:
 
 @router.get("/api/v1/agents")
 async def list_agents(sched: Sched, who: Caller) -> AgentList:
-    """Every registered agent with its attributes, disabled flag and tags."""
-    who.require(WORKER)
+    """Every registered agent with its attributes, disabled flag and tags (admin)."""
+    who.require()
     workers = sorted(sched.workers.values(), key=lambda w: w.name)
     return AgentList(agents=[agent_out(sched, w) for w in workers])
 
 
 @router.get("/api/v1/offers")
 async def offers(sched: Sched, who: Caller) -> AgentList:
-    """What each online, enabled agent has free: resources, disk and host ports."""
-    who.require(WORKER)
+    """What each online, enabled agent has free: resources, disk and host ports (admin)."""
+    who.require()
     workers = sorted(sched.workers.values(), key=lambda w: w.name)
     return AgentList(
         agents=[

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from o11n.core.jobs import Job, JobSpec
+from o11n.core.reserved import check_job
 from o11n.core.states import JobState
 from o11n.errors import BadRequest
 from o11n.scheduler.app import Caller, Sched
@@ -68,6 +69,7 @@ async def metrics(sched: Sched) -> Response:
 @router.post("/api/v1/jobs", tags=["jobs"], status_code=201)
 async def submit(spec: JobSpec, sched: Sched, who: Caller) -> Submitted:
     """Submit one job; answered once it is durably stored."""
+    check_job(spec)
     (done,) = await sched.submit(who, [spec])
     return Submitted(id=done.id, created=done.created)
 
@@ -75,6 +77,8 @@ async def submit(spec: JobSpec, sched: Sched, who: Caller) -> Submitted:
 @router.post("/api/v1/jobs/batch", tags=["jobs"], status_code=201)
 async def submit_batch(batch: SubmitBatch, sched: Sched, who: Caller) -> SubmittedBatch:
     """Submit up to 1,000 jobs in one commit."""
+    for number, spec in enumerate(batch.jobs):
+        check_job(spec, f"jobs[{number}]")
     done = await sched.submit(who, batch.jobs)
     return SubmittedBatch(jobs=[Submitted(id=d.id, created=d.created) for d in done])
 
@@ -164,7 +168,8 @@ async def create_tenant(body: TenantIn, sched: Sched, who: Caller) -> TenantOut:
 
 @router.get("/api/v1/tenants", tags=["tenants"])
 async def list_tenants(sched: Sched, who: Caller) -> TenantList:
-    """Tenants with their weights and queued jobs."""
+    """Tenants with their weights and queued jobs (a tenant token: its own)."""
+    who.scope()  # a worker token lists none
     queued = sched.index.counts_by_tenant()
     return TenantList(
         tenants=[

@@ -1,4 +1,9 @@
-"""Tokens and who holds them: the admin, a tenant, or a worker. Tokens are kept hashed."""
+"""Tokens and who holds them: the admin, a tenant, or a worker. Tokens are kept hashed.
+
+A worker token does worker things only: it registers, leases, heartbeats and reports for
+the worker names it registered, and reads and writes blobs. Every tenant's object is, to
+it, another tenant's: a 404 for one object, a 403 for a listing.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +23,12 @@ TOKEN_PREFIX = {ADMIN: "o11n_adm_", TENANT: "o11n_ten_", WORKER: "o11n_wrk_"}
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: a role, and for tenant tokens the tenant."""
+    """Who is calling: a role, for tenant tokens the tenant, for worker tokens the token's
+    hash (the worker names it registers are bound to it)."""
 
     role: str
     tenant: str | None = None
+    key: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -43,8 +50,16 @@ class Principal:
         return asked or "default"
 
     def may_see(self, tenant: str) -> bool:
-        """True if the caller may see jobs of `tenant`."""
-        return self.role in (ADMIN, WORKER) or self.tenant == tenant
+        """True if the caller may see jobs of `tenant` (a worker token sees no tenant's)."""
+        return self.role == ADMIN or (self.role == TENANT and self.tenant == tenant)
+
+    def scope(self) -> str | None:
+        """The tenant whose objects a listing shows: a tenant's own, every tenant's (None)
+        for the admin; Forbidden for a worker token, which lists no tenant's objects."""
+        if self.role == TENANT:
+            return self.tenant
+        self.require()
+        return None
 
     def check_sees(self, tenant: str, what: str) -> None:
         """NotFound unless the caller may see this tenant's object (no existence leak)."""
@@ -98,4 +113,4 @@ class TokenBook:
         row = self._rows.get(digest)
         if row is None:
             raise Unauthorized("unknown token")
-        return Principal(row.role, row.tenant)
+        return Principal(row.role, row.tenant, row.hash if row.role == WORKER else None)

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Query
 
 from o11n.core.cost import GroupBy, report
 from o11n.scheduler.app import Caller, Sched
-from o11n.scheduler.auth import TENANT
 from o11n.scheduler.schemas import CostLineOut, CostReport
 from o11n.store.cost import attempt_uses
 
@@ -24,9 +23,10 @@ async def cost(
 ) -> CostReport:
     """What attempts cost: runtime times the worker's hourly `price` attribute, by the
     share of its cores the job asked for. A tenant token sees its own tenant's."""
+    scope = who.scope()
     uses = await sched.db.read(attempt_uses, since)
-    if who.role == TENANT:
-        uses = [u for u in uses if u.tenant == who.tenant]
+    if scope is not None:
+        uses = [u for u in uses if u.tenant == scope]
     lines = report(uses, by)
     return CostReport(
         by=by,

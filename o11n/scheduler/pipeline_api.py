@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, WebSocket, WebSocketDisconnect
 
 from o11n.cas import tree as trees
 from o11n.cas.store import CasStore
-from o11n.core.taskbook import compile_taskbook
+from o11n.core.reserved import refuse_reserved
+from o11n.core.taskbook import compile_taskbook, stages
 from o11n.errors import BadRequest, NotFound, O11nError
 from o11n.pipeline.loader import load
 from o11n.scheduler.app import Caller
@@ -42,6 +43,7 @@ async def create(body: PipelineIn, request: Request, who: Caller) -> PipelineCre
     """Start a pipeline; the scheduler runs it stage by stage (errors name line and column)."""
     pipeline = load(body.pipeline, body.file_name).with_variables(body.vars)
     book = compile_taskbook(pipeline, body.build_id)
+    _refuse_reserved(book)
     runner = runner_of(request)
     if body.workspace is not None:
         await asyncio.to_thread(_check_tree, runner.cas, body.workspace)
@@ -62,7 +64,7 @@ async def list_pipelines(
 ) -> PipelineList:
     """Pipelines, newest first."""
     runner = runner_of(request)
-    tenant = who.tenant if who.role == "tenant" else None
+    tenant = who.scope()
     rows = await runner.sched.db.read(runner.store.find, tenant=tenant, limit=limit)
     return PipelineList(pipelines=[PipelineOut.model_validate(runner.view(r)) for r in rows])
 
@@ -73,6 +75,13 @@ async def get(pipeline_id: PipelineId, request: Request, who: Caller) -> Pipelin
     runner = runner_of(request)
     row = await runner.get_row(who, pipeline_id)
     return PipelineOut.model_validate(runner.view(row))
+
+
+def _refuse_reserved(book: dict[str, Any]) -> None:
+    """Every substage's env (the pipeline's variables, `vars` and matrix values included)."""
+    for _, stage in stages(book):
+        for sub in stage["substages"]:
+            refuse_reserved(f"substage {sub['substage_name']}", sub["env"])
 
 
 def _check_tree(cas: CasStore, digest: str) -> None:

@@ -21,12 +21,12 @@ from o11n.core.matching import Match, QueueIndex, ResourceKey, add, as_tags, sub
 from o11n.core.ports import PortPool
 from o11n.core.retry import Outcome, after_attempt
 from o11n.core.states import JobState, transition
-from o11n.errors import Conflict, LeaseExpired, NotFound, NotRegistered
+from o11n.errors import Conflict, Forbidden, LeaseExpired, NotFound, NotRegistered
 from o11n.scheduler.attempts import AttemptReport, Ending, Grant, Report, ending_of
 from o11n.scheduler.auth import TENANT, WORKER, Principal, TokenBook, hash_token, new_token
 from o11n.scheduler.hub import EventHub
 from o11n.scheduler.metrics import LEASE_EXPIRED, Metrics
-from o11n.scheduler.workers import AgentSettings, WorkerState
+from o11n.scheduler.workers import AgentSettings, WorkerState, binding
 from o11n.store.accounts import AccountStore, Registration, TenantRow, TokenRow
 from o11n.store.database import Database
 from o11n.store.jobs import AttemptEnd, JobFilter, JobStore, StartRow, Submitted
@@ -78,7 +78,9 @@ class Scheduler:
         for tenant in self.db.read_now(self.accounts.tenants):
             self._know_tenant(tenant)
         for row in self.db.read_now(self.accounts.workers):
-            self.agents[row.name] = AgentSettings(dict(row.attributes), row.disabled)
+            self.agents[row.name] = AgentSettings(
+                dict(row.attributes), row.disabled, row.token_hash
+            )
         if DEFAULT_TENANT not in self.tenants:
             await self.create_tenant(DEFAULT_TENANT, 1.0, with_token=False)
         for job in self.db.read_now(self.jobs.active):
@@ -171,15 +173,20 @@ class Scheduler:
         address: str = "127.0.0.1",
         ports: str = "31000-32000",
         disk: int = 0,
+        by: Principal | None = None,
     ) -> WorkerState:
         """Add a worker (or refresh it after its restart or ours); the attributes and
-        disabled flag the platform team set on it stay."""
+        disabled flag the platform team set on it stay. A worker token (`by`) binds the
+        name to itself: another worker token may not register it (Forbidden)."""
+        bound = self.agents[name].token_hash if name in self.agents else None
+        token_hash = binding(by, name, bound)
+        known = self.agents.setdefault(name, AgentSettings())
+        known.token_hash = token_hash  # claimed now: a registration racing this one sees it
         now = self.clock()
         cap = {"cpu": capacity[0], "memory": capacity[1], "gpu": capacity[2]}
-        reg = Registration(tags, cap, address, ports, disk)
+        reg = Registration(tags, cap, address, ports, disk, token_hash)
         await self.db.write(self.accounts.save_worker, name, reg, now)
         old = self.workers.get(name)
-        known = self.agents.get(name)
         worker = WorkerState(
             name,
             tags,
@@ -189,16 +196,47 @@ class Scheduler:
             address=address,
             ports=old.ports if old is not None else PortPool.from_range(ports),
             disk=disk,
-            attributes=dict(known.attributes) if known else {},
-            disabled=known.disabled if known else False,
+            attributes=dict(known.attributes),
+            disabled=known.disabled,
         )
-        self.agents[name] = AgentSettings(worker.attributes, worker.disabled)
+        self.agents[name] = AgentSettings(worker.attributes, worker.disabled, token_hash)
         if old is not None:
             worker.draining = old.draining
             old.wake.set()
             old.control.set()
         self.workers[name] = worker
         return worker
+
+    async def unbind(self, name: str) -> None:
+        """Free a worker's name for the next worker token that registers it: the scheduler
+        is about to start a new worker of that name (the autoscaler reuses names)."""
+        known = self.agents.get(name)
+        if known is not None and known.token_hash is not None:
+            await self.db.write(self.accounts.bind_worker, name, None)
+            known.token_hash = None
+
+    def act_as(self, who: Principal, name: str) -> None:
+        """Forbidden unless the caller may act as worker `name`: the admin as any worker, a
+        worker token as those it registered. NotRegistered (the worker registers again)
+        for a name no worker token has registered: one the admin did, or one from before
+        names were bound (an upgrade), or one the autoscaler freed."""
+        who.require(WORKER)
+        if who.is_admin:
+            return
+        known = self.agents.get(name)
+        if known is None or known.token_hash is None:
+            raise NotRegistered(f"worker {name!r} is not registered")
+        if known.token_hash != who.key:
+            raise Forbidden(f"worker {name!r} was registered with another token")
+
+    def act_for_attempt(self, who: Principal, job_id: int, attempt: int) -> None:
+        """Forbidden unless the caller may act as the worker that holds the job's lease (the
+        lease check that follows refuses an attempt that holds none)."""
+        lease = self.leases.get(job_id)
+        if lease is not None and lease.attempt == attempt:
+            self.act_as(who, lease.worker)
+        else:
+            who.require(WORKER)
 
     async def set_attribute(self, names: list[str], key: str, value: str | float | None) -> None:
         """Set (or, with None, delete) an attribute on agents; jobs match it at once."""
@@ -372,16 +410,16 @@ class Scheduler:
             stop = [
                 job_id
                 for job_id, attempt, lease_id in held
-                if self._held(job_id, attempt, lease_id) is None
+                if self._held(job_id, attempt, lease_id, name) is None
             ]
         return stop, worker.draining
 
-    def _held(self, job_id: int, attempt: int, lease_id: str) -> Lease | None:
-        """The live, uncancelled lease a worker claims, or None."""
+    def _held(self, job_id: int, attempt: int, lease_id: str, worker: str) -> Lease | None:
+        """The live, uncancelled lease `worker` claims, or None (also when it is another's)."""
         lease = self.leases.get(job_id)
         if lease is None or (lease.attempt, lease.lease_id) != (attempt, lease_id):
             return None
-        return None if lease.cancelled else lease
+        return None if lease.cancelled or lease.worker != worker else lease
 
     def _renew(self, worker: WorkerState, held: Sequence[tuple[int, int, str]]) -> list[int]:
         name = worker.name
@@ -390,7 +428,7 @@ class Scheduler:
         reported = set()
         for job_id, attempt, lease_id in held:
             reported.add(job_id)
-            lease = self._held(job_id, attempt, lease_id)
+            lease = self._held(job_id, attempt, lease_id, name)
             if lease is None:
                 stop.append(job_id)
             else:
@@ -450,6 +488,9 @@ class Scheduler:
                 lease = self.leases.check(r.job_id, r.attempt, r.lease_id)
             except Conflict as exc:
                 answers[i] = exc.message
+                continue
+            if worker is not None and lease.worker != worker:
+                answers[i] = f"job {r.job_id} attempt {r.attempt} is not leased to {worker}"
                 continue
             if lease.cancelled:
                 if r.result is not None:
@@ -619,11 +660,12 @@ class Scheduler:
 
     async def list_jobs(self, who: Principal, where: JobFilter) -> list[Job]:
         """Jobs a caller may see, newest first."""
-        if who.role == TENANT:
-            if where.tenant not in (None, who.tenant):
+        scope = who.scope()
+        if scope is not None:
+            if where.tenant not in (None, scope):
                 return []
             where = JobFilter(
-                who.tenant, where.states, where.tags, where.labels, where.before_id, where.limit
+                scope, where.states, where.tags, where.labels, where.before_id, where.limit
             )
         return await self.db.read(self.jobs.find, where)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from o11n.core.reserved import refuse_reserved
 from o11n.core.services import ServiceSpec
 from o11n.pipeline.loader import load_model
 from o11n.scheduler.app import Caller
@@ -55,6 +56,7 @@ def service_out(manager: ServiceManager, svc: ServiceState) -> ServiceOut:
 async def apply(body: ServiceIn, request: Request, who: Caller) -> Applied:
     """Create a service, or change one (its tasks roll over to the new spec one by one)."""
     spec = load_model(body.service, body.file_name, ServiceSpec, "service")
+    refuse_reserved(f"service {spec.key}", spec.env, spec.labels)
     manager = manager_of(request)
     result = await manager.apply(who, spec)
     return Applied.model_validate(

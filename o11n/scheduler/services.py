@@ -1,14 +1,15 @@
 """Services: the scheduler keeps each service's tasks placed, running and restarted.
 
 A task runs as an ordinary job pinned to one agent (its `hostname` tag), with
-its host ports in its env (`PORT_<NAME>`) and its agent's address in
-`O11N_HOST_IP`; the job's lease, log, cancel and worker machinery is the
-task's. The jobs are the truth: at start-up the live ones, found by their
-`o11n.service` label, are the tasks. A reconcile loop (every second, and at
-once when a task's job changes) places missing tasks on agents that have room,
-ports and satisfy the constraints; restarts tasks that exited, with back-off;
-places the tasks of a lost or disabled agent elsewhere; stops surplus tasks;
-and rolls tasks over to a changed spec one at a time.
+its host ports and its agent's address in the job's `service` field, which only
+the scheduler sets (the worker gives the job `PORT_<NAME>` and `O11N_HOST_IP`
+from it); the job's lease, log, cancel and worker machinery is the task's. The
+jobs are the truth: at start-up the live ones, found by their `o11n.service`
+label, are the tasks. A reconcile loop (every second, and at once when a task's
+job changes) places missing tasks on agents that have room, ports and satisfy
+the constraints; restarts tasks that exited, with back-off; places the tasks of
+a lost or disabled agent elsewhere; stops surplus tasks; and rolls tasks over to
+a changed spec one at a time.
 """
 
 from __future__ import annotations
@@ -20,15 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from o11n.core.constraints import AgentView, Constraints, LiveTask, Placement, why_unplaceable
-from o11n.core.jobs import MAX_TIMEOUT_S, Event, JobSpec, RetryPolicy
+from o11n.core.jobs import MAX_TIMEOUT_S, Event, JobSpec, RetryPolicy, ServiceTask
 from o11n.core.matching import ResourceKey, fits, subtract
-from o11n.core.services import (
-    HOST_IP_ENV,
-    PORT_ENV_PREFIX,
-    SERVICE_ENV,
-    ServiceSpec,
-    task_ports,
-)
+from o11n.core.services import ServiceSpec, task_ports
 from o11n.core.states import JobState
 from o11n.errors import Conflict, NotFound, O11nError
 from o11n.scheduler.auth import Principal
@@ -137,8 +132,8 @@ class ServiceManager:
                     job.labels.get(VERSION, ""),
                     "running" if job.state is JobState.RUNNING else "starting",
                     job.tags.get("hostname"),
-                    job.env.get(HOST_IP_ENV),
-                    task_ports(job.env),
+                    job.service.host_ip if job.service else None,
+                    task_ports(job),
                     job.id,
                 )
                 self._by_job[job.id] = (svc.key, index)
@@ -201,7 +196,8 @@ class ServiceManager:
         return svc
 
     def visible(self, who: Principal) -> list[ServiceState]:
-        """The services the caller may see."""
+        """The services the caller may see (Forbidden for a worker token)."""
+        who.scope()
         return [s for _, s in sorted(self.services.items()) if who.may_see(s.tenant)]
 
     async def scale(self, who: Principal, key: str, instances: int) -> ServiceState:
@@ -385,19 +381,15 @@ class ServiceManager:
 
     async def _submit(self, svc: ServiceState, task: Task, worker: WorkerState) -> None:
         spec = svc.spec
-        env = {
-            **spec.env,
-            **{f"{PORT_ENV_PREFIX}{name}": str(port) for name, port in task.ports.items()},
-            HOST_IP_ENV: worker.address,
-            SERVICE_ENV: svc.key,
-            "O11N_TASK": str(task.index),
-        }
         job = JobSpec(
             command=spec.command,
             image=spec.image,
             name=f"{svc.key}#{task.index}"[:200],
             tenant=svc.tenant,
-            env=env,
+            env=spec.env,
+            service=ServiceTask(
+                service=svc.key, index=task.index, host_ip=worker.address, ports=task.ports
+            ),
             tags={**spec.tags, "hostname": worker.name},
             resources=spec.resources,
             timeout=MAX_TIMEOUT_S,

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from o11n.scheduler.app import Caller, Sched
-from o11n.scheduler.auth import TENANT, Principal
+from o11n.scheduler.auth import Principal
 from o11n.scheduler.service import Scheduler
 from o11n.store.activity import read_activity
 
@@ -24,8 +24,8 @@ ENDED = ("succeeded", "failed", "error", "cancelled")
 
 
 def _scope(who: Principal) -> str | None:
-    """The one tenant the caller may see, or None for all."""
-    return who.tenant if who.role == TENANT else None
+    """The one tenant the caller may see, or None for all (Forbidden for a worker token)."""
+    return who.scope()
 
 
 @router.get("/api/v1/ui/summary")

@@ -134,7 +134,13 @@ async def watch_all(ws: WebSocket, since: EventIdQuery = 0, tenant: str | None =
     if who is None:
         return
     sched: Scheduler = ws.app.state.scheduler
-    scope = who.tenant if who.role == "tenant" else tenant
+    try:
+        own = who.scope()  # a worker token watches no tenant
+    except O11nError as exc:
+        await ws.send_json({"type": "error", "code": exc.code, "message": exc.message})
+        await ws.close(CLOSE_POLICY)
+        return
+    scope = own if own is not None else tenant
     sub = sched.hub.subscribe(tenant=scope)
     try:
         last = since

@@ -63,8 +63,8 @@ async def worker_token(sched: Sched, who: Caller) -> TokenOut:
 
 @router.get("/api/v1/workers")
 async def list_workers(sched: Sched, who: Caller) -> WorkerList:
-    """Every registered worker with its tags, capacity, free resources and jobs."""
-    who.require(WORKER)
+    """Every registered worker with its tags, capacity, free resources and jobs (admin)."""
+    who.require()
     return WorkerList(
         workers=[
             _worker_out(sched, w) for w in sorted(sched.workers.values(), key=lambda w: w.name)
@@ -74,10 +74,12 @@ async def list_workers(sched: Sched, who: Caller) -> WorkerList:
 
 @router.post("/api/v1/workers/register")
 async def register(body: WorkerIn, sched: Sched, who: Caller) -> Registered:
-    """Register a worker's tags and capacity (again after any restart)."""
+    """Register a worker's tags and capacity (again after any restart); a worker token
+    binds the name to itself, so no other worker token may register or act as it."""
     who.require(WORKER)
     capacity = (body.cpu, body.memory, body.gpu)
-    await sched.register(body.name, body.tags, capacity, str(body.address), body.ports, body.disk)
+    address = str(body.address)
+    await sched.register(body.name, body.tags, capacity, address, body.ports, body.disk, who)
     duration = sched.leases.duration
     return Registered(name=body.name, lease_seconds=duration, heartbeat_seconds=duration / 3)
 
@@ -87,7 +89,7 @@ async def lease(
     name: WorkerName, body: LeaseIn, request: Request, sched: Sched, who: Caller
 ) -> LeaseOut:
     """Long-poll for up to `max_jobs` jobs; each comes with a lease to heartbeat."""
-    who.require(WORKER)
+    sched.act_as(who, name)
     grants = await sched.lease(name, body.max_jobs, body.wait, request.is_disconnected)
     return LeaseOut(jobs=[_grant_out(g) for g in grants])
 
@@ -107,7 +109,7 @@ def _grant_out(g: Grant) -> GrantOut:
 @router.post("/api/v1/workers/{name}/heartbeat")
 async def heartbeat(name: WorkerName, body: HeartbeatIn, sched: Sched, who: Caller) -> HeartbeatOut:
     """Renew the leases a worker holds; answers which jobs it must stop."""
-    who.require(WORKER)
+    sched.act_as(who, name)
     held = [(a.job_id, a.attempt, a.lease_id) for a in body.attempts]
     stop, drain = await sched.heartbeat(name, held, body.wait, body.draining)
     return HeartbeatOut(stop=stop, drain=drain)
@@ -115,8 +117,9 @@ async def heartbeat(name: WorkerName, body: HeartbeatIn, sched: Sched, who: Call
 
 @router.post("/api/v1/workers/{name}/reports")
 async def reports(name: WorkerName, body: ReportsIn, sched: Sched, who: Caller) -> ReportsOut:
-    """Many attempts' starts and results in one call; each is accepted or refused alone."""
-    who.require(WORKER)
+    """Many attempts' starts and results in one call; each is accepted or refused alone
+    (refused, too, when it is not leased to this worker)."""
+    sched.act_as(who, name)
     sched.worker(name).last_seen = sched.clock()
     batch = [
         AttemptReport(
@@ -162,7 +165,7 @@ async def start(
     job_id: JobIdPath, attempt: AttemptPath, body: StartIn, sched: Sched, who: Caller
 ) -> ResultOut:
     """The attempt's command has started."""
-    who.require(WORKER)
+    sched.act_for_attempt(who, job_id, attempt)
     await sched.started(job_id, attempt, body.lease_id, body.started_at)
     return ResultOut(state=JobState.RUNNING)
 
@@ -172,7 +175,7 @@ async def result(
     job_id: JobIdPath, attempt: AttemptPath, body: ResultIn, sched: Sched, who: Caller
 ) -> ResultOut:
     """The attempt has ended; answers the job's state (queued again if it will retry)."""
-    who.require(WORKER)
+    sched.act_for_attempt(who, job_id, attempt)
     report = Report(
         body.exit_code, body.signal, body.kind, body.reason, body.started_at, body.outputs
     )
@@ -184,6 +187,6 @@ async def append_logs(
     job_id: JobIdPath, attempt: AttemptPath, body: LogAppend, sched: Sched, who: Caller
 ) -> LogAppended:
     """Append log chunks; a chunk re-sent with the same seq is stored once."""
-    who.require(WORKER)
+    sched.act_for_attempt(who, job_id, attempt)
     chunks = [(c.seq, c.stream, c.data.encode()) for c in body.chunks]
     return LogAppended(stored=await sched.append_logs(job_id, attempt, body.lease_id, chunks))

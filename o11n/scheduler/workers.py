@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from o11n.core.constraints import AgentView
 from o11n.core.matching import ResourceKey, Tags, as_tags
 from o11n.core.ports import PortPool
+from o11n.errors import Forbidden
+from o11n.scheduler.auth import WORKER, Principal
 
 
 def attribute_text(value: str | float) -> str:
@@ -19,10 +21,24 @@ def attribute_text(value: str | float) -> str:
 
 @dataclass(slots=True)
 class AgentSettings:
-    """What the platform team set on an agent: kept across its registrations."""
+    """What the platform team set on an agent, and the worker token its name is bound to
+    (None: registered only with the admin token so far): kept across its registrations."""
 
     attributes: dict[str, str | float] = field(default_factory=dict)
     disabled: bool = False
+    token_hash: str | None = None
+
+
+def binding(by: Principal | None, name: str, bound: str | None) -> str | None:
+    """The token hash a worker's name is bound to once `by` registers it: the admin (or the
+    scheduler itself, None) leaves the binding as it is; a worker token takes an unbound
+    name, and no other worker token's (Forbidden)."""
+    if by is None or by.is_admin:
+        return bound
+    by.require(WORKER)
+    if bound not in (None, by.key):
+        raise Forbidden(f"worker name {name!r} is bound to another worker token")
+    return by.key
 
 
 @dataclass(slots=True)

@@ -43,17 +43,19 @@ class WorkerRow:
     disk: int | None = None
     attributes: dict[str, str | float] = field(default_factory=dict)
     disabled: bool = False
+    token_hash: str | None = None  # the worker token its name is bound to
 
 
 @dataclass(frozen=True, slots=True)
 class Registration:
-    """What a worker says of itself when it registers."""
+    """What a worker says of itself when it registers, and the token its name is bound to."""
 
     tags: dict[str, str]
     capacity: dict[str, Any]
     address: str
     ports: str
     disk: int
+    token_hash: str | None = None
 
 
 class AccountStore:
@@ -98,6 +100,7 @@ class AccountStore:
             "address": reg.address,
             "ports": reg.ports,
             "disk": reg.disk,
+            "token_hash": reg.token_hash,
         }
         done = conn.execute(workers.update().where(workers.c.name == name).values(**values))
         if done.rowcount == 0:
@@ -109,6 +112,10 @@ class AccountStore:
         """Store what the platform team set on an agent."""
         values = {"attributes": json.dumps(attributes), "disabled": int(disabled)}
         conn.execute(workers.update().where(workers.c.name == name).values(**values))
+
+    def bind_worker(self, conn: Connection, name: str, token_hash: str | None) -> None:
+        """Bind a worker's name to a token's hash, or (None) free it for the next one."""
+        conn.execute(workers.update().where(workers.c.name == name).values(token_hash=token_hash))
 
     def workers(self, conn: Connection) -> list[WorkerRow]:
         """Every worker ever registered."""
@@ -124,6 +131,7 @@ class AccountStore:
                 r.disk,
                 json.loads(r.attributes or "{}"),
                 bool(r.disabled),
+                r.token_hash,
             )
             for r in rows
         ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import Connection, inspect, select, text
 
@@ -65,6 +67,61 @@ def _action_results(conn: Connection) -> None:
     schema.action_results.create(conn)
 
 
+TASK_ENV = ("O11N_SERVICE", "O11N_TASK", "O11N_HOST_IP")  # what tasks' env held before 7
+
+
+def _service_task_fields(conn: Connection) -> None:
+    """Service tasks' jobs carry their ports and address in the scheduler-only `service`
+    field, no longer in their env (where any job could set them). A job is taken for a
+    task only if it has the task labels of a stored service of its own tenant."""
+    services = {
+        (r.namespace + "/" + r.name, r.tenant)
+        for r in conn.execute(
+            select(schema.services.c.namespace, schema.services.c.name, schema.services.c.tenant)
+        )
+    }
+    jobs = schema.jobs
+    rows = conn.execute(
+        select(jobs.c.id, jobs.c.tenant, jobs.c.spec).where(jobs.c.spec.like("%O11N_SERVICE%"))
+    ).all()
+    for row in rows:
+        spec = _as_task(json.loads(row.spec), row.tenant, services)
+        if spec is not None:
+            conn.execute(jobs.update().where(jobs.c.id == row.id).values(spec=json.dumps(spec)))
+
+
+def _as_task(
+    spec: dict[str, Any], tenant: str, services: set[tuple[str, str]]
+) -> dict[str, Any] | None:
+    """An old task's spec with its `service` field, or None if it is no service's task."""
+    env, labels = spec.get("env") or {}, spec.get("labels") or {}
+    key = env.get("O11N_SERVICE")
+    task = labels.get("o11n.task", "")
+    if labels.get("o11n.service") != key or (key, tenant) not in services:
+        return None
+    if not task.isdigit() or not env.get("O11N_HOST_IP") or spec.get("service"):
+        return None
+    ports = {
+        name.removeprefix("PORT_"): int(value)
+        for name, value in env.items()
+        if name.startswith("PORT_") and value.isdigit() and 0 < int(value) < 65536
+    }
+    spec["service"] = {
+        "service": key,
+        "index": int(task),
+        "host_ip": env["O11N_HOST_IP"],
+        "ports": ports,
+    }
+    given = {*TASK_ENV, *(f"PORT_{name}" for name in ports)}
+    spec["env"] = {k: v for k, v in env.items() if k not in given}
+    return spec
+
+
+def _worker_tokens(conn: Connection) -> None:
+    """A worker's name is bound to the worker token that registered it."""
+    _add_columns(conn, "workers", {"token_hash": "VARCHAR(64)"})
+
+
 MIGRATIONS: list[Migration] = [
     _initial,
     _pipelines,
@@ -72,6 +129,8 @@ MIGRATIONS: list[Migration] = [
     _agents,
     _services,
     _action_results,
+    _service_task_fields,
+    _worker_tokens,
 ]
 
 

@@ -129,6 +129,7 @@ workers = Table(
     Column("disk", BigInteger),  # free bytes where jobs run
     Column("attributes", Text),  # JSON: set by the platform team; kept across registrations
     Column("disabled", Integer),
+    Column("token_hash", String(64)),  # the worker token the name is bound to (None: unbound)
 )
 
 pipelines = Table(

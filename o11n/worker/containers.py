@@ -39,13 +39,13 @@ from docker.models.containers import Container
 from docker.utils import kwargs_from_env
 from docker.utils.socket import STDERR, frames_iter
 
-from o11n.core.services import HOST_IP_ENV, task_ports
+from o11n.core.services import task_ports
 from o11n.worker.executor import (
     Attempt,
     Ended,
     Output,
+    attempt_env,
     command_parts,
-    job_env,
     run_dir_of,
     wait_or_stop,
 )
@@ -157,7 +157,7 @@ class ContainerRunner:
             return self._error(f"cannot pull {image}: {exc}")
         except docker.errors.DockerException as exc:
             return self._error(f"the container engine failed: {exc}")
-        if self.config.reuse and not task_ports(attempt.spec.env):  # ports are its own
+        if self.config.reuse and not task_ports(attempt.spec):  # ports are its own
             return await self._run_warm(image, cwd, attempt, logs, stop, on_start)
         try:
             container = await self._call(self._create, image, cwd, attempt)
@@ -657,19 +657,18 @@ def _shut(response: Any) -> None:
 
 
 def _env(attempt: Attempt) -> dict[str, str]:
-    """The job's env and O11N_* (not the worker's own environment)."""
-    spec = attempt.spec
-    return {k: v for k, v in job_env(attempt).items() if k in spec.env or k.startswith("O11N_")}
+    """The job's env, a service task's PORT_*, and O11N_* (not the worker's own environment)."""
+    return attempt_env(attempt)
 
 
 def _network(attempt: Attempt) -> dict[str, Any]:
     """No network unless the job asks for one. A service task's ports are published on
     its agent's address, as the same port inside, so `$PORT_<NAME>` works in there too
     (a container has to have a network for its ports to be reachable)."""
-    ports = task_ports(attempt.spec.env)
+    ports = task_ports(attempt.spec)
     if not ports:
         return {"network_mode": "bridge" if attempt.spec.network else "none"}
-    host_ip = attempt.spec.env.get(HOST_IP_ENV)
+    host_ip = attempt.spec.service.host_ip if attempt.spec.service else None
     published = {f"{port}/tcp": (host_ip, port) if host_ip else port for port in ports.values()}
     return {"network_mode": "bridge", "ports": published}
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from o11n.core.jobs import JobSpec
-from o11n.core.services import task_ports
+from o11n.core.services import task_env, task_ports
 from o11n.errors import BadRequest, O11nError
 from o11n.worker.host import dies_with_parent
 from o11n.worker.sandbox import Sandbox
@@ -78,21 +78,28 @@ def command_parts(command: list[str] | str) -> list[str]:
 
 
 def job_env(attempt: Attempt) -> dict[str, str]:
-    """The worker's environment without its own O11N_* settings, the job's env, and O11N_*.
+    """The worker's environment without its own O11N_* settings, then the attempt's own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("O11N_")}
+    env.update(attempt_env(attempt))
+    return env
+
+
+def attempt_env(attempt: Attempt) -> dict[str, str]:
+    """The job's env, a service task's PORT_<NAME> and O11N_HOST_IP (from the field only the
+    scheduler sets, never from the job's env), and O11N_*.
 
     `O11N_FENCE` grows with every attempt of a job: a side effect outside o11n (a
     deploy, an upload) that records the highest fence it has seen and refuses lower
     ones can never be applied by an attempt older than the newest."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("O11N_")}
-    env.update(attempt.spec.env)
-    env.update(
-        O11N_JOB_ID=str(attempt.job_id),
-        O11N_ATTEMPT=str(attempt.number),
-        O11N_FENCE=str(attempt.number),
-        O11N_WORKER=attempt.worker,
-        O11N_CPUS=f"{max(1, round(attempt.spec.resources.cpu))}",
-    )
-    return env
+    return {
+        **attempt.spec.env,
+        **task_env(attempt.spec.service),
+        "O11N_JOB_ID": str(attempt.job_id),
+        "O11N_ATTEMPT": str(attempt.number),
+        "O11N_FENCE": str(attempt.number),
+        "O11N_WORKER": attempt.worker,
+        "O11N_CPUS": f"{max(1, round(attempt.spec.resources.cpu))}",
+    }
 
 
 class Files(Protocol):
@@ -249,7 +256,7 @@ class Executor:
         uid = self.sandbox.pool.take()
         try:
             await asyncio.to_thread(self.sandbox.hand_over, cwd, run_dir, uid)
-            network = attempt.spec.network or bool(task_ports(attempt.spec.env))
+            network = attempt.spec.network or bool(task_ports(attempt.spec))
             argv = self.sandbox.argv(command, cwd, run_dir, uid, network)
             env.update(HOME="/tmp", TMPDIR="/tmp")  # the sandbox's own, private
             return await self._spawned(argv, run_dir, env, attempt, logs, stop, on_start)

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from o11n.core.services import ServiceSpec, task_ports
+from o11n.core.jobs import JobSpec, ServiceTask
+from o11n.core.services import ServiceSpec, task_env, task_ports
 
 BASE: dict[str, Any] = {"name": "distcc", "namespace": "build", "command": "distccd"}
 
@@ -56,8 +57,18 @@ def test_bad_service_files_are_refused_with_the_reason(
         spec(**fields)
 
 
-def test_task_ports_are_read_from_a_task_jobs_env_only() -> None:
-    env = {"O11N_SERVICE": "build/distcc", "PORT_SERVICE": "31000", "PORT_STATS": "31001"}
-    assert task_ports(env) == {"SERVICE": 31000, "STATS": 31001}
-    assert task_ports({"PORT_X": "80"}) == {}  # not a service task: its own variables
-    assert task_ports({"O11N_SERVICE": "a/b", "PORT_BAD": "eighty"}) == {}
+def test_task_ports_come_from_the_scheduler_set_field_never_from_env() -> None:
+    task = ServiceTask(
+        service="build/distcc", index=2, host_ip="10.0.0.5", ports={"SERVICE": 31000}
+    )
+    spec = JobSpec(command=["distccd"], service=task)
+    assert task_ports(spec) == {"SERVICE": 31000}
+    assert task_env(task) == {
+        "PORT_SERVICE": "31000",
+        "O11N_HOST_IP": "10.0.0.5",
+        "O11N_SERVICE": "build/distcc",
+        "O11N_TASK": "2",
+    }
+    forged = {"O11N_SERVICE": "build/distcc", "PORT_X": "80", "O11N_HOST_IP": "0.0.0.0"}
+    assert task_ports(JobSpec(command=["sh"], env=forged)) == {}
+    assert task_env(None) == {}

@@ -101,7 +101,8 @@ def test_a_task_that_exits_is_restarted_with_its_exit_recorded(farm: ServerProce
         apply(client, WEB.format(instances=1, maxper=1))
         (task,) = running(client, 1)["tasks"]
         job = client.get(task["job_id"])
-        assert job.env["PORT_HTTP"] == str(task["ports"]["HTTP"])
+        assert job.service is not None and job.service.ports == task["ports"]
+        assert "PORT_HTTP" not in job.env  # the worker gives it from the `service` field
         os.kill(_pid_listening(task["ports"]["HTTP"]), signal.SIGKILL)
 
         def restarted() -> dict[str, Any] | None:

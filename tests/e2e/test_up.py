@@ -160,7 +160,8 @@ def test_o11n_up_gives_its_workers_worker_tokens_that_no_job_can_find(up: Up) ->
             assert not re.search(rb"o11n_(adm|wrk|ten)_", Path(f"/proc/{pid}/{name}").read_bytes())
     hunt = (
         "cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' '\\n'"
-        f" | grep -cE 'o11n_(adm|wrk|ten)_' || true; cat {up.data}/admin-token {tokens[0]} 2>&1 || true"
+        " | grep -cE 'o11n_(adm|wrk|ten)_' || true;"
+        f" cat {up.data}/admin-token {tokens[0]} 2>&1 || true"
     )
     done = run_cli(up.url, up.token, "submit", "--wait", "--", "sh", "-c", hunt)
     assert done.returncode == 0, done.stderr

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from o11n.cas import tree as trees
-from o11n.core.jobs import MAX_OUTPUTS
+from o11n.core.jobs import MAX_OUTPUTS, MIN_CPU, JobSpec
+from o11n.errors import BadRequest
 from o11n.reapi import actions
 from tests.reapi.client import make_action
 
@@ -25,3 +28,19 @@ def test_past_the_jobs_limit_the_top_folders_are_literal_too() -> None:
     outputs = spec_of(output_paths=tuple(f"t*/{i}" for i in range(MAX_OUTPUTS + 1)))
     selects = trees.matcher(outputs)
     assert len(outputs) == 1 and selects("t*/7") and not selects("tx/7")
+
+
+def job_of(**fields: object) -> JobSpec:
+    made = make_action(["/bin/true"], **fields)  # type: ignore[arg-type]
+    return actions.job_spec(actions.Loaded("", made.digest, made.action, made.command), "0" * 64)
+
+
+@pytest.mark.parametrize("name", ["O11N_SERVICE", "PORT_X", "O11N_HOST_IP"])
+def test_an_action_setting_a_reserved_env_name_is_refused(name: str) -> None:
+    with pytest.raises(BadRequest, match=name):
+        job_of(env={"PATH": "/bin", name: "0.0.0.0"})
+
+
+def test_min_cores_zero_reads_as_the_cpu_floor() -> None:
+    assert job_of(command_platform={"min-cores": "0"}).resources.cpu == MIN_CPU
+    assert job_of(command_platform={"min-cores": "2"}).resources.cpu == 2

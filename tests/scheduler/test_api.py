@@ -144,7 +144,7 @@ def test_worker_round_trip_over_http(server: ServerProcess, admin: Client) -> No
             body={"attempts": [{"job_id": job_id, "attempt": 1, **lease}]},
         )
         assert beat == {"stop": [], "drain": False}
-        (listed,) = worker.workers()
+        (listed,) = admin.workers()  # the admin's: a worker token lists no workers
         assert listed["running"] == [job_id] and listed["free"]["cpu"] == 1
         done = worker.request("POST", base + "/result", body={**lease, "exit_code": 0})
         assert done["state"] == "succeeded"

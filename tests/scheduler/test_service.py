@@ -9,7 +9,14 @@ import pytest
 
 from o11n.core.jobs import JobSpec
 from o11n.core.states import JobState
-from o11n.errors import Conflict, Forbidden, InvalidTransition, LeaseExpired, NotFound
+from o11n.errors import (
+    Conflict,
+    Forbidden,
+    InvalidTransition,
+    LeaseExpired,
+    NotFound,
+    NotRegistered,
+)
 from o11n.scheduler.attempts import Report
 from o11n.scheduler.auth import Principal
 from o11n.scheduler.service import Scheduler
@@ -380,3 +387,25 @@ async def test_a_report_refills_the_room_it_frees_in_the_same_commit(sched: Sche
         [AttemptReport(grants[0].id, 1, "forged", 1.0, Report(0))], "w1", max_jobs=5
     )
     assert none == []  # a refused report frees nothing
+
+
+async def test_a_workers_name_is_bound_to_its_token_until_the_scheduler_frees_it(
+    sched: Scheduler,
+) -> None:
+    token_a, token_b = Principal("worker", key="a" * 64), Principal("worker", key="b" * 64)
+    await sched.register("elastic-1", {}, BIG, by=token_a)
+    with pytest.raises(Forbidden):
+        await sched.register("elastic-1", {}, BIG, by=token_b)
+    with pytest.raises(Forbidden):
+        sched.act_as(token_b, "elastic-1")
+    sched.act_as(ADMIN, "elastic-1")
+    await sched.register("elastic-1", {}, BIG, by=ADMIN)  # the admin leaves the binding be
+    with pytest.raises(Forbidden):
+        sched.act_as(token_b, "elastic-1")
+    await sched.unbind("elastic-1")  # the autoscaler starts a new elastic-1
+    with pytest.raises(NotRegistered):  # so the new worker registers, and takes the name
+        sched.act_as(token_b, "elastic-1")
+    await sched.register("elastic-1", {}, BIG, by=token_b)
+    sched.act_as(token_b, "elastic-1")
+    with pytest.raises(Forbidden):
+        sched.act_as(token_a, "elastic-1")

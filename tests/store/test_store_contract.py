@@ -13,7 +13,7 @@ from o11n.store.accounts import AccountStore, Registration
 from o11n.store.database import Database
 from o11n.store.jobs import AttemptEnd, EndRow, JobFilter, JobStore, StartRow
 from o11n.store.logs import LogChunk, LogStore
-from o11n.store.migrations import MIGRATIONS, current_version
+from o11n.store.migrations import MIGRATIONS, _service_task_fields, current_version
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_a_database_of_schema_2_is_brought_up_to_date(db: Database, db_url: str)
         conn.execute(text("DROP TABLE services"))
         conn.execute(text("DROP TABLE action_results"))
         conn.execute(text("ALTER TABLE attempts DROP COLUMN outputs"))
-        for column in ("address", "ports", "disk", "attributes", "disabled"):
+        for column in ("address", "ports", "disk", "attributes", "disabled", "token_hash"):
             conn.execute(text(f"ALTER TABLE workers DROP COLUMN {column}"))
         conn.execute(text("UPDATE schema_version SET version = 2"))
     db.close()
@@ -58,7 +58,7 @@ def test_a_database_of_schema_2_is_brought_up_to_date(db: Database, db_url: str)
         with upgraded.read_engine.connect() as conn:
             found = inspect(conn)
             assert "outputs" in {c["name"] for c in found.get_columns("attempts")}
-            assert {"address", "attributes", "disabled"} <= {
+            assert {"address", "attributes", "disabled", "token_hash"} <= {
                 c["name"] for c in found.get_columns("workers")
             }
             assert found.has_table("step_cache") and found.has_table("services")
@@ -215,6 +215,73 @@ def test_tenants_tokens_workers(db: Database) -> None:
     assert (worker.address, worker.ports, worker.disk) == ("127.0.0.3", "40000-40010", 20)
     # what the platform team set survives the worker registering again
     assert worker.attributes == {"city": "shenzhen", "cores": 24.0} and worker.disabled
+
+
+def test_a_workers_name_stays_bound_to_its_token(db: Database, db_url: str) -> None:
+    accounts = AccountStore(db)
+    bound = Registration({}, {"cpu": 2}, "127.0.0.2", "31000-32000", 0, token_hash="a" * 64)
+    write(db, accounts.save_worker, "w1", bound, 1.0)
+    write(db, accounts.save_worker, "w2", Registration({}, {"cpu": 2}, "127.0.0.3", "1-2", 0), 1.0)
+    write(db, accounts.set_agent, "w1", {"city": "x"}, False)
+    db.close()
+    reopened = Database(db_url)
+    try:
+        found = {w.name: w for w in reopened.read_now(AccountStore(reopened).workers)}
+        assert found["w1"].token_hash == "a" * 64 and found["w2"].token_hash is None
+        write(reopened, AccountStore(reopened).bind_worker, "w1", None)
+        (freed,) = [w for w in reopened.read_now(AccountStore(reopened).workers) if w.name == "w1"]
+        assert freed.token_hash is None and freed.attributes == {"city": "x"}
+    finally:
+        reopened.close()
+
+
+def test_stored_service_tasks_move_their_ports_out_of_env(db: Database, db_url: str) -> None:
+    """A scheduler upgraded on a database whose service tasks' jobs carry PORT_*,
+    O11N_HOST_IP and O11N_SERVICE in their env: the tasks get the `service` field; a
+    tenant's job that only forged that env does not."""
+    from sqlalchemy import text
+
+    from o11n.core.services import ServiceSpec
+    from o11n.store.services import ServiceStore
+
+    svc = ServiceSpec.model_validate({"name": "web", "namespace": "build", "command": "x"})
+    write(db, ServiceStore().save, "team", svc, 1.0)
+    task_env = {
+        "MODE": "fast",
+        "PORT_HTTP": "31005",
+        "O11N_HOST_IP": "127.0.0.9",
+        "O11N_SERVICE": "build/web",
+        "O11N_TASK": "2",
+    }
+    labels = {"o11n.service": "build/web", "o11n.task": "2", "o11n.version": "v1"}
+    forged = {"PORT_X": "8080", "O11N_HOST_IP": "0.0.0.0", "O11N_SERVICE": "build/web"}
+    jobs = JobStore(db)
+    (task, other_tenant, unlabelled) = write(
+        db,
+        jobs.insert,
+        [
+            (spec(env=task_env, labels=labels), "team"),
+            (spec(env=task_env, labels=labels), "mallory"),
+            (spec(env=forged), "team"),
+        ],
+        1.0,
+    )
+    with db.write_engine.begin() as conn:
+        before = MIGRATIONS.index(_service_task_fields)  # as a database of just before it
+        conn.execute(text(f"UPDATE schema_version SET version = {before}"))
+    db.close()
+    upgraded = Database(db_url)
+    try:
+        moved = upgraded.read_now(JobStore(upgraded).get, task.id)
+        assert moved is not None and moved.service is not None
+        assert moved.env == {"MODE": "fast"}
+        assert (moved.service.service, moved.service.index) == ("build/web", 2)
+        assert (moved.service.host_ip, moved.service.ports) == ("127.0.0.9", {"HTTP": 31005})
+        for job_id in (other_tenant.id, unlabelled.id):
+            kept = upgraded.read_now(JobStore(upgraded).get, job_id)
+            assert kept is not None and kept.service is None
+    finally:
+        upgraded.close()
 
 
 def test_concurrent_writes_share_commits(db: Database) -> None:

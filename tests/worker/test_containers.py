@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from o11n.core.jobs import JobSpec
-from o11n.worker.containers import ContainerConfig, ContainerRunner
+from o11n.core.jobs import JobSpec, ServiceTask
+from o11n.worker.containers import ContainerConfig, ContainerRunner, _network
 from o11n.worker.executor import Attempt, Ended, Executor
 from tests.containers_env import (
     BUSYBOX,
@@ -281,3 +281,16 @@ async def test_a_wait_that_does_not_answer_is_asked_again(tmp_path: Path) -> Non
     assert (ended.exit_code, ended.kind) == (4, None), ended
     assert out.text() == "begun\n"
     assert ended.started_at is not None and ended.ended_at - ended.started_at >= 3
+
+
+def test_only_the_scheduler_set_field_gives_a_container_ports_and_a_network() -> None:
+    """A job forging a service task's env (O11N_SERVICE, PORT_X, O11N_HOST_IP=0.0.0.0, as
+    a stored job from before the door refused them may still have) gets no network and no
+    published port; a task with the `service` field gets its ports on its agent's address."""
+    forged = {"O11N_SERVICE": "build/web", "PORT_X": "8080", "O11N_HOST_IP": "0.0.0.0"}
+    assert _network(attempt("true", env=forged)) == {"network_mode": "none"}
+    task = ServiceTask(service="build/web", index=0, host_ip="127.0.0.9", ports={"HTTP": 31005})
+    assert _network(attempt("true", service=task)) == {
+        "network_mode": "bridge",
+        "ports": {"31005/tcp": ("127.0.0.9", 31005)},
+    }

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from o11n.core.jobs import JobSpec
+from o11n.core.jobs import JobSpec, ServiceTask
 from o11n.worker.executor import Attempt, Ended, Executor
 
 
@@ -69,6 +69,16 @@ async def test_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert (env["O11N_JOB_ID"], env["O11N_ATTEMPT"], env["O11N_WORKER"]) == ("7", "2", "w1")
     assert env["O11N_CPUS"] == "2"
     assert "O11N_TOKEN" not in env  # the worker's token never reaches a job
+
+
+async def test_a_service_task_gets_its_port_env_from_the_scheduler_set_field(
+    tmp_path: Path,
+) -> None:
+    task = ServiceTask(service="build/web", index=3, host_ip="127.0.0.9", ports={"HTTP": 31005})
+    _, out = await run(tmp_path, attempt("env", env={"MODE": "x"}, service=task))
+    env = dict(line.split("=", 1) for line in out.text().splitlines() if "=" in line)
+    assert (env["PORT_HTTP"], env["O11N_HOST_IP"]) == ("31005", "127.0.0.9")
+    assert (env["O11N_SERVICE"], env["O11N_TASK"], env["MODE"]) == ("build/web", "3", "x")
 
 
 async def test_each_attempt_gets_a_fresh_workdir_removed_afterwards(tmp_path: Path) -> None:
