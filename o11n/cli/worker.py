@@ -48,6 +48,10 @@ def worker(
     container_reuse: str = typer.Option(
         "on", help="on: warm containers, one exec per job; off: one container per job."
     ),
+    default_memory: str = typer.Option(
+        "2G",
+        help="Memory limit of container jobs that ask for none (a job's own request wins).",
+    ),
     workdir: Path = typer.Option(None, help="Where attempts run [default: a temp folder]."),
     keep_workdirs: bool = typer.Option(False, help="Keep each attempt's folder afterwards."),
     cache_cap: str = typer.Option(
@@ -72,6 +76,12 @@ def worker(
         cache_bytes = parse_size(cache_cap)
     except BadRequest as exc:
         raise typer.BadParameter(exc.message, param_hint="--cache-cap") from None
+    try:
+        memory_limit = parse_size(default_memory)
+    except BadRequest as exc:
+        raise typer.BadParameter(exc.message, param_hint="--default-memory") from None
+    if memory_limit < 4 * 2**20:
+        raise typer.BadParameter("at least 4M", param_hint="--default-memory")
     if container_reuse not in ("on", "off"):
         raise typer.BadParameter("on or off", param_hint="--container-reuse")
     if executor not in ("auto", "process", "container"):
@@ -102,6 +112,7 @@ def worker(
         kill_grace=kill_grace,
         drain_timeout=drain_timeout,
         cache_cap=cache_bytes or None,
+        default_memory=memory_limit,
     )
     url = server or obj.get("server") or DEFAULT_SERVER
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s worker %(message)s")

@@ -39,6 +39,7 @@ class Attempt:
     number: int
     worker: str
     spec: JobSpec
+    tenant: str = ""  # whose job it is: warm containers are never shared across tenants
 
 
 @dataclass(frozen=True, slots=True)
