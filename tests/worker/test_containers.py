@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import dataclasses
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +25,11 @@ from tests.containers_env import (
     BUSYBOX2,
     SOCKET,
     docker_client,
+    euid_probe,
     hanging_registry,
     remove_local,
 )
+from tests.servers import processes_with
 from tests.worker.test_executor import Captured
 
 ENGINE = f"unix://{SOCKET}"
@@ -237,3 +246,142 @@ async def test_output_that_looks_like_the_end_line_is_kept(
     )
     assert (ended.exit_code, ended.kind) == (5, None), ended
     assert out.text() == "a\x1eo11n-end-0:0\nb\x1e" and out.text("stderr") == "\x1e"
+
+
+# -- attacks: what one tenant's job tries against another, the cache and the host ------
+
+
+def tenant_job(command: str, tenant: str, job_id: int, **fields: object) -> Attempt:
+    spec = JobSpec.model_validate({"command": command, "image": BUSYBOX, **fields})
+    return Attempt(job_id, 1, "w1", spec, tenant)
+
+
+async def run_on(executor: Executor, job: Attempt) -> tuple[Ended, Captured]:
+    out = Captured()
+    ended = await executor.run(job, out, asyncio.Event(), on_start=lambda _at: None)
+    return ended, out
+
+
+async def test_a_job_reaches_neither_another_job_nor_the_blob_cache(
+    tmp_path: Path, runner: ContainerRunner
+) -> None:
+    """Tenant B's job, running beside tenant A's, looks around its folder's parent and
+    tries to read A's folder and rewrite a cached blob."""
+    work = tmp_path / "work"
+    cache = work / ".cas"
+    cache.mkdir(parents=True)
+    (cache / "blob").write_text("echo A's build\n")
+    executor = Executor(work, containers=runner, kill_grace=1)
+    a = tenant_job("echo A-secret > secret.txt; sleep 4", "a", 1)
+    b = tenant_job(
+        "set +e; sleep 1; ls -a ..; ls -a ../*/ ../.cas; cat ../*/secret.txt;"
+        " echo evil > ../.cas/blob; echo evil > ../job-1-1/evil.sh; true",
+        "b",
+        2,
+    )
+    (_, _), (ended, out) = await asyncio.gather(run_on(executor, a), run_on(executor, b))
+    assert ended.exit_code == 0, out.text("stderr")
+    assert "A-secret" not in out.text() and "job-1-1" not in out.text()
+    assert ".cas" not in out.text() and "blob" not in out.text()
+    assert (cache / "blob").read_text() == "echo A's build\n"
+
+
+def run_as_nobody(program: Path) -> int | None:
+    """What an unprivileged host user gets from running `program`: the euid probe's exit
+    code (0: root), or None when it cannot run it at all."""
+    done = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(program)],
+        capture_output=True,
+        timeout=10,
+    )
+    return None if done.returncode in (126, 127) else done.returncode
+
+
+def setuid_files(root: Path) -> list[Path]:
+    found = []
+    for parent, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(parent) / name
+            with contextlib.suppress(OSError):
+                if path.lstat().st_mode & stat.S_ISUID:
+                    found.append(path)
+    return found
+
+
+async def test_a_planted_setuid_file_gives_no_host_user_root(runner: ContainerRunner) -> None:
+    """A job runs as non-root with no capabilities; the set-user-ID programs it plants,
+    in its folder and in the blob cache, give an unprivileged host user no euid 0, while
+    the job runs or after."""
+    work = Path(tempfile.mkdtemp(prefix="o11n-suid-"))  # traversable, like /tmp/o11n-NAME
+    os.chmod(work, 0o755)
+    (work / ".cas").mkdir(mode=0o755)
+    probe = base64.b64encode(euid_probe()).decode()
+    plant = (
+        "set +e; id -u; grep CapEff /proc/self/status;"
+        f" for at in ./probe ../.cas/probe /tmp/probe; do echo {probe} | base64 -d > $at"
+        " && chmod 4755 $at; done; touch planted; sleep 3"
+    )
+    executor = Executor(work, containers=runner, kill_grace=1)
+    try:
+        running = asyncio.ensure_future(run_on(executor, tenant_job(plant, "b", 3)))
+        for _ in range(200):
+            if any(p.name == "planted" for p in work.rglob("planted")) or running.done():
+                break
+            await asyncio.sleep(0.05)
+        while_running = [run_as_nobody(p) for p in setuid_files(work)]
+        ended, out = await running
+        after = [run_as_nobody(p) for p in setuid_files(work)]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert ended.exit_code == 0, out.text("stderr")
+    uid, caps = out.text().split("\n")[:2]
+    assert uid != "0" and caps.split() == ["CapEff:", "0000000000000000"]
+    assert 0 not in while_running + after, (while_running, after)
+
+
+async def test_a_leftover_process_never_reads_another_tenant_s_job(tmp_path: Path) -> None:
+    """Tenant B leaves a process that reads every environment it can see; tenant A's job
+    runs next on the same worker: it gets its own container and B's process is dead."""
+    runner = ContainerRunner(ContainerConfig(docker_host=ENGINE, warm_per_key=1, kill_grace=1))
+    executor = Executor(tmp_path / "work", containers=runner, keep_workdirs=True, kill_grace=1)
+    spy = (
+        "loot=$PWD/loot; hostname;"
+        " (while :; do cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'"
+        ' | grep SECRET_A >> "$loot"; sleep 0.1; done) >/dev/null 2>&1 &'
+    )
+    try:
+        _, b = await run_on(executor, tenant_job(spy, "b", 11))
+        _, a = await run_on(
+            executor, tenant_job("hostname; sleep 1", "a", 12, env={"SECRET_A": "x1"})
+        )
+        await asyncio.sleep(0.3)
+    finally:
+        runner.close()
+    assert a.text() != b.text()  # not B's container
+    assert processes_with(O11N_JOB_ID="11") == []
+    loot = tmp_path / "work" / "job-11-1" / "loot"
+    assert "x1" not in (loot.read_text() if loot.exists() else "")
+
+
+async def test_the_same_tenant_s_next_job_finds_no_leftover(tmp_path: Path) -> None:
+    runner = ContainerRunner(ContainerConfig(docker_host=ENGINE, warm_per_key=1, kill_grace=1))
+    executor = Executor(tmp_path / "work", containers=runner, kill_grace=1)
+    try:
+        _, first = await run_on(executor, tenant_job("hostname; sleep 301 & sleep 302 &", "b", 21))
+        _, second = await run_on(executor, tenant_job("hostname; ps -o pid,user,args", "b", 22))
+    finally:
+        runner.close()
+    assert first.text().split()[0] == second.text().split()[0]  # the same warm container
+    assert "sleep 30" not in second.text(), second.text()
+
+
+async def test_a_job_without_a_memory_request_has_the_default_limit(
+    tmp_path: Path, runner: ContainerRunner
+) -> None:
+    script = (
+        "cat /sys/fs/cgroup/memory.max 2>/dev/null"
+        " || cat /sys/fs/cgroup/memory/memory.limit_in_bytes"
+    )
+    ended, out = await run(tmp_path, runner, attempt(script))
+    assert ended.exit_code == 0, out.text("stderr")
+    assert out.text().split() == [str(2 * 2**30)]
