@@ -334,9 +334,9 @@ async def test_a_planted_setuid_file_gives_no_host_user_root(runner: ContainerRu
     finally:
         shutil.rmtree(work, ignore_errors=True)
     assert ended.exit_code == 0, out.text("stderr")
+    assert 0 not in while_running + after, (while_running, after)
     uid, caps = out.text().split("\n")[:2]
     assert uid != "0" and caps.split() == ["CapEff:", "0000000000000000"]
-    assert 0 not in while_running + after, (while_running, after)
 
 
 async def test_a_leftover_process_never_reads_another_tenant_s_job(tmp_path: Path) -> None:
