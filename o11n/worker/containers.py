@@ -14,7 +14,8 @@ job can reach:
 
 - only its own folder, which is laid out where no container reaches, handed to
   the job's uid (65534, never root) and moved into the container's slot (the one
-  folder it mounts, `nosuid,nodev`) for the run; never the work root or `.cas`;
+  host folder it mounts, at `/o11n`, `nosuid,nodev`) for the run; never the work
+  root or `.cas`;
 - no capabilities, `no-new-privileges`, a read-only root file system and a
   private `/tmp`; CPU and memory limits always (a default memory limit when the
   job asks for none, a CPU floor for `cpu: 0`), pids limited, no network unless
@@ -75,6 +76,7 @@ PODMAN_SOCKET = "/run/podman/podman.sock"
 READ_SIZE = 64 * 1024
 CPU_FLOOR = 0.01  # cores: `cpu: 0` never means no limit
 ALIVE = "/.o11n-alive"  # where the keep-alive FIFO is, inside
+SLOT = "/o11n"  # where the slot is, inside: an attempt's folder is /o11n/job-ID-N
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ class ContainerConfig:
 
 
 TEMPORARY = "/tmp/* /tmp/.[!.]* /tmp/..?* /var/tmp/* /dev/shm/*"  # emptied after each exec
-# tenant, image, cpu, memory, network, mount root
+# tenant, image, cpu, memory, network, work root
 WarmKey = tuple[str, str, float, int, bool, str]
 # After the command: every process of the job's uid is killed (kill(-1) spares pid 1,
 # which runs as another uid anyway, and this shell), the temporary folders are emptied,
@@ -279,8 +281,8 @@ class ContainerRunner:
         return docker.APIClient(base_url=base) if base else docker.APIClient(**kwargs_from_env())
 
     def _start_idle(self, image: str, root: Path, attempt: Attempt, key: WarmKey) -> Warm:
-        """A running container of `image` whose only host folder is a new, empty slot,
-        mounted where `root` is (a thread)."""
+        """A running container of `image` whose only host folder is a new, empty slot
+        under `root` (a thread)."""
         slot = new_slot(root)
         try:
             container = self._create(image, slot, root, attempt, key)
@@ -305,7 +307,7 @@ class ContainerRunner:
             "command": IDLE_COMMAND,
             "working_dir": "/",
             "volumes": {
-                str(slot): {"bind": str(root), "mode": "rw,nosuid,nodev"},
+                str(slot): {"bind": SLOT, "mode": "rw,nosuid,nodev"},
                 str(self._alive.path): {"bind": ALIVE, "mode": "ro"},
             },
             "user": f"{idle}:{idle}",
@@ -448,7 +450,7 @@ class ContainerRunner:
                 warm.container.id,
                 [*EXEC_WRAPPER, end, *command_parts(attempt.spec.command)],
                 environment=_env(attempt),
-                workdir=str(run_dir_of(cwd, attempt.spec)),
+                workdir=str(run_dir_of(Path(SLOT, cwd.name), attempt.spec)),
                 user=f"{uid}:{gid}",
             )
         except docker.errors.DockerException as exc:

@@ -236,6 +236,18 @@ async def test_an_actions_workdir_and_outputs_in_a_container(
     assert out.text().strip().endswith("/job-7-1/pkg/sub")
 
 
+async def test_what_a_job_wrote_is_in_its_folder_afterwards(
+    tmp_path: Path, runner: ContainerRunner
+) -> None:
+    """The folder comes back out of the container's slot whole (the temporary folders
+    emptied after each exec are the container's own, never the job's folder)."""
+    executor = Executor(tmp_path / "work", containers=runner, keep_workdirs=True, kill_grace=1)
+    ended, _ = await run_on(executor, tenant_job("mkdir -p out; echo made > out/a.txt", "t", 5))
+    assert (ended.exit_code, ended.kind) == (0, None), ended
+    assert (tmp_path / "work" / "job-5-1" / "out" / "a.txt").read_text() == "made\n"
+    assert list((tmp_path / "work" / ".slots").glob("*/*")) == []  # slots hold nothing now
+
+
 async def test_output_that_looks_like_the_end_line_is_kept(
     tmp_path: Path, runner: ContainerRunner
 ) -> None:
