@@ -67,7 +67,16 @@ from o11n.worker.executor import (
     run_dir_of,
     wait_or_stop,
 )
-from o11n.worker.slots import KeepAlive, hand_over, new_slot, procs_file, remove_slots, wait_alone
+from o11n.worker.slots import (
+    KeepAlive,
+    forget,
+    hand_over,
+    held,
+    new_slot,
+    procs_file,
+    remove_slots,
+    wait_alone,
+)
 
 log = logging.getLogger(__name__)
 PIDS_LIMIT = 4096
@@ -195,20 +204,17 @@ class ContainerRunner:
         if not self.allowed(image):
             allowed = ", ".join(self.config.allow_images)
             return self._error(f"image {image} is not allowed on this worker (allowed: {allowed})")
-        try:
-            await self.ensure_image(image)
-        except PullFailed as exc:
-            return self._error(f"cannot pull {image}: {exc}")
-        except docker.errors.DockerException as exc:
-            return self._error(f"the container engine failed: {exc}")
         reuse = self.config.reuse and not task_ports(attempt.spec.env)  # ports are its own
         key = self._key(image, cwd, attempt)
-        try:
-            warm = (self._take(key) if reuse else None) or await self._call(
-                self._start_idle, image, cwd.parent, attempt, key
-            )
-        except docker.errors.DockerException as exc:
-            return self._error(f"cannot start a container of {image}: {_explain(exc)}")
+        warm = self._take(key) if reuse else None  # a warm one has its image
+        if warm is None:
+            try:
+                await self.ensure_image(image)
+                warm = await self._call(self._start_idle, image, cwd.parent, attempt, key)
+            except PullFailed as exc:
+                return self._error(f"cannot pull {image}: {exc}")
+            except docker.errors.DockerException as exc:
+                return self._error(f"cannot start a container of {image}: {_explain(exc)}")
         ended, clean = await self._run_there(warm, cwd, attempt, logs, stop, on_start)
         if clean and reuse:
             self._give_back(warm)
@@ -321,12 +327,12 @@ class ContainerRunner:
             "nano_cpus": int(cpu * 1e9),
             "mem_limit": memory,
             "memswap_limit": memory,
-            "auto_remove": True,  # also when it ends with its worker
             "labels": {
                 "o11n.job": str(attempt.job_id),
                 "o11n.tenant": attempt.tenant,
                 "o11n.worker": attempt.worker,
                 "o11n.workdir": str(root),  # a worker's own, unlike its name
+                "o11n.alive": str(self._alive.path),  # gone: its worker is dead
             },
             "detach": True,
         }
@@ -549,13 +555,14 @@ class ContainerRunner:
     def sweep(self, worker: str, workdir: Path) -> None:
         """Remove the containers and slots an earlier run of this worker left (one killed
         outright stops its containers through the keep-alive FIFO, but cannot remove
-        them). Both its name and its work directory must match (two workers on a host
-        may share a name, never a work directory). Without an engine there is nothing
-        to do."""
+        them), and the ended containers of dead workers. Its own are found by its name
+        and work directory (two workers on a host may share a name, never a work
+        directory). Without an engine there is nothing to do."""
         remove_slots(workdir)
         labels = [f"o11n.worker={worker}", f"o11n.workdir={workdir}"]
         try:
             left = self.client.api.containers(all=True, filters={"label": labels})
+            left += self._orphans()
         except docker.errors.DockerException:
             return
         for container in left:
@@ -563,6 +570,19 @@ class ContainerRunner:
                 self.client.api.remove_container(container["Id"], force=True)
         if left:
             log.info("removed %d containers an earlier run of %s left", len(left), worker)
+
+    def _orphans(self) -> list[dict[str, Any]]:
+        """The ended containers of any worker on this host that died (nothing holds its
+        keep-alive FIFO any more): an autoscaled worker is never started again under its
+        name to remove them. (Not the engine's auto-remove: with it podman 4.3 loses the
+        exit of some execs.)"""
+        ended = self.client.api.containers(
+            all=True, filters={"label": "o11n.alive", "status": "exited"}
+        )
+        dead = [c for c in ended if not held(Path(c["Labels"]["o11n.alive"]))]
+        for container in dead:
+            forget(Path(container["Labels"]["o11n.alive"]))
+        return dead
 
     def close(self) -> None:
         """Remove the warm containers; release the engine connection, the keep-alive FIFO

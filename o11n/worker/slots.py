@@ -83,6 +83,27 @@ class KeepAlive:
             self._folder = None
 
 
+def held(fifo: Path) -> bool:
+    """Does some live process (a worker) still hold this keep-alive FIFO open for
+    writing? A read that does not block answers: EOF when nobody does."""
+    try:
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return bool(os.read(fd, 1))  # nobody writes to it: b"" is EOF, no writer
+    except BlockingIOError:
+        return True  # a writer, and nothing written
+    finally:
+        os.close(fd)
+
+
+def forget(fifo: Path) -> None:
+    """Remove a dead worker's keep-alive FIFO and its folder."""
+    if fifo.parent.name.startswith("o11n-alive-"):
+        shutil.rmtree(fifo.parent, ignore_errors=True)
+
+
 def procs_file(pid: int) -> Path | None:
     """The `cgroup.procs` of the cgroup that process `pid` (a container's first
     process, as the host sees it) is in; None when the host cannot read it (a remote

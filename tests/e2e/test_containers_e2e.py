@@ -134,8 +134,8 @@ def test_a_worker_killed_outright_leaves_no_warm_container_and_its_next_run_no_s
     start_server: StartServer, start_worker: StartWorker
 ) -> None:
     """SIGKILL gives a worker no chance to remove its warm container: the container ends
-    by itself (the worker's keep-alive FIFO closes) and is removed; the next run of the
-    same worker (name and work directory) removes the slot folders the killed run left,
+    by itself (the worker's keep-alive FIFO closes); the next run of the same worker
+    (name and work directory) removes it and the slot folders the killed run left,
     before it takes work."""
     server = start_server()
     engine = docker_client()
@@ -149,17 +149,18 @@ def test_a_worker_killed_outright_leaves_no_warm_container_and_its_next_run_no_s
             assert len(engine.api.containers(filters=label)) == 1  # kept warm
             first.kill()
             wait_for(
-                lambda: not engine.api.containers(all=True, filters=label),
+                lambda: not engine.api.containers(filters=label),
                 5,
-                "the warm container of the killed run was left",
+                "the warm container of the killed run ran on",
             )
             assert list((first.workdir / ".slots").iterdir())
             start_worker(server, "warm-2", cpus=1, kill_grace=2.0)
             wait_for(
-                lambda: not (first.workdir / ".slots").exists(),
+                lambda: not engine.api.containers(all=True, filters=label),
                 30,
-                "the slots of the killed run were left",
+                "the ended container of the killed run was left",
             )
+            assert not (first.workdir / ".slots").exists()
     finally:
         engine.close()
 
@@ -170,7 +171,7 @@ def test_a_killed_worker_s_container_stops_at_once_and_the_job_runs_once(
     """kill -9 of a worker running a container job: its container stops within 5 s (the
     lease is 3 s; nothing restarts the worker under its name, as with an autoscaled
     one), and the job's marker, written 6 s into each attempt, is written once: by the
-    retry on another worker."""
+    retry on another worker, which also removes the dead worker's ended container."""
     server = start_server()
     engine = docker_client()
     job = {
@@ -194,6 +195,8 @@ def test_a_killed_worker_s_container_stops_at_once_and_the_job_runs_once(
                 server, "spare-1", cpus=1, kill_grace=1.0, extra=("--keep-workdirs",)
             )
             assert wait_final(client, job_id, timeout=120).state == "succeeded"
+            ended = {"label": "o11n.worker=doomed-1"}  # removed by another worker's start
+            assert engine.api.containers(all=True, filters=ended) == []
             time.sleep(2)  # the first attempt's 6 s are over: an orphan would have written
         markers = [*first.workdir.rglob("marker"), *second.workdir.rglob("marker")]
         assert [m.read_text().strip() for m in markers] == ["2"]
