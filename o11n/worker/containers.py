@@ -111,15 +111,18 @@ class ContainerConfig:
 TEMPORARY = "/tmp/* /tmp/.[!.]* /tmp/..?* /var/tmp/* /dev/shm/*"  # emptied after each exec
 # tenant, image, cpu, memory, network, work root
 WarmKey = tuple[str, str, float, int, bool, str]
-# After the command: every process of the job's uid is killed (kill(-1) spares pid 1,
-# which runs as another uid anyway, and this shell), the temporary folders are emptied,
-# and an end line goes on both streams: `<end><exit code>`. Podman 4.3 forgets an ended
-# exec (no exit code) and closes its stream ~40 ms after the command exits; the end lines
-# carry the code and show that all of the output has come.
+# The command runs first in the line for the OOM killer (oom_score_adj 1000: at its
+# memory limit its processes go, not the idle ones), then an end line goes on both
+# streams: `<end><exit code>`. Podman 4.3 forgets an ended exec (no exit code) and closes
+# its stream ~40 ms after the command exits; the end lines carry the code and show that
+# all of the output has come. Then every process of the job's uid is killed (kill(-1)
+# spares pid 1, which runs as another uid anyway, and this shell) and the temporary
+# folders are emptied; the worker waits, reading the container's cgroup, until this
+# shell is gone too.
 ENDING_SCRIPT = (
-    'end=$1; shift; "$@"; set -- "$end$?"; kill -9 -1 2>/dev/null; '
-    f"for f in {TEMPORARY}; do [ -e $f ] && {{ rm -rf {TEMPORARY}; break; }}; done 2>/dev/null; "
-    'echo "$1"; echo "$1" >&2'
+    'end=$1; shift; (echo 1000 2>/dev/null > /proc/self/oom_score_adj; exec "$@"); '
+    'set -- "$end$?"; echo "$1"; echo "$1" >&2; kill -9 -1; '
+    f"for f in {TEMPORARY}; do [ -e $f ] && {{ rm -rf {TEMPORARY}; break; }}; done 2>/dev/null"
 )
 EXEC_WRAPPER = ["/bin/sh", "-c", ENDING_SCRIPT, "o11n"]
 # The first process waits (reaping orphans) for a subshell that reads the keep-alive
@@ -136,6 +139,7 @@ class Warm:
     key: WarmKey
     last_used: float
     slot: Path
+    pid: int  # its first process's host pid
     procs: Path | None  # its cgroup.procs as the host sees it; None: cannot be checked
 
 
@@ -301,8 +305,8 @@ class ContainerRunner:
         except BaseException:
             shutil.rmtree(slot, ignore_errors=True)
             raise
-        procs = procs_file(int(container.attrs.get("State", {}).get("Pid") or 0))
-        return Warm(container, key, self.clock(), slot, procs)
+        pid = int(container.attrs.get("State", {}).get("Pid") or 0)
+        return Warm(container, key, self.clock(), slot, pid, procs_file(pid))
 
     def _create(
         self, image: str, slot: Path, root: Path, attempt: Attempt, key: WarmKey
@@ -375,12 +379,16 @@ class ContainerRunner:
         os.rename(cwd, inside)
 
     def _alone(self, warm: Warm) -> bool:
-        """Is nothing but the idle processes left in the container (read on the host)?"""
+        """Is nothing but the idle processes left in the container, and its first one
+        still there (read on the host)?"""
         if warm.procs is None:
             return False  # cannot be checked: not reused
-        if wait_alone(warm.procs, self.config.idle_uid, self.config.leftover_wait):
+        if wait_alone(warm.procs, warm.pid, self.config.idle_uid, self.config.leftover_wait):
             return True
-        log.warning("a job left processes in container %s: removed", warm.container.short_id)
+        log.warning(
+            "container %s: a job's processes left, or its own gone: removed",
+            warm.container.short_id,
+        )
         return False
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

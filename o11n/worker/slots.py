@@ -128,24 +128,28 @@ def procs_file(pid: int) -> Path | None:
     return None
 
 
-def leftovers(procs: Path, idle_uid: int) -> list[int]:
-    """Host pids of the processes in the container that are not its idle ones (those
+def leftovers(pids: list[int], idle_uid: int) -> list[int]:
+    """Those of the container's processes (host pids) that are not its idle ones (they
     run as `idle_uid`, which no job has)."""
     found = []
-    for pid in _pids(procs):
+    for pid in pids:
         with contextlib.suppress(OSError):
             if os.stat(f"/proc/{pid}").st_uid != idle_uid:
                 found.append(pid)
     return found
 
 
-def wait_alone(procs: Path, idle_uid: int, timeout: float = 2.0) -> bool:
+def wait_alone(procs: Path, first: int, idle_uid: int, timeout: float = 2.0) -> bool:
     """Wait until only the idle processes are left in the container; False if others
-    are still there after `timeout` seconds (or the cgroup cannot be read)."""
+    are still there after `timeout` seconds, or its first process (host pid `first`)
+    is gone, or the cgroup cannot be read."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if not leftovers(procs, idle_uid):
+            pids = _pids(procs)
+            if first not in pids:
+                return False
+            if not leftovers(pids, idle_uid):
                 return True
         except (OSError, ValueError):
             return False
