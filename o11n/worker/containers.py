@@ -363,15 +363,27 @@ class ContainerRunner:
         clean = False
         try:
             ended, clean = await self._exec(warm, cwd, attempt, logs, stop, on_start)
-            if clean:
-                clean = await self._call(self._alone, warm)
-            return ended, clean
         finally:
-            if not clean:
-                await self._call(self._remove_container, warm.container)
-            await self._call(_move_out, inside, cwd)
-            if not clean:
-                shutil.rmtree(warm.slot, ignore_errors=True)
+            clean = await self._call(self._take_out, warm, clean, inside, cwd)
+        return ended, clean
+
+    def _take_out(self, warm: Warm, clean: bool, inside: Path, cwd: Path) -> bool:
+        """Move the folder back out once nothing of the job is left in the container:
+        when something may be, the container is removed first (a thread). Whether the
+        container may be reused."""
+        clean = clean and self._alone(warm)
+        if not clean:
+            self._remove_container(warm.container)
+        try:
+            _move_out(inside, cwd)
+        except OSError as exc:
+            log.error("cannot move %s back out of its slot: %s", cwd.name, exc)
+            if clean:
+                self._remove_container(warm.container)
+            clean = False
+        if not clean:
+            shutil.rmtree(warm.slot, ignore_errors=True)
+        return clean
 
     def _move_in(self, cwd: Path, inside: Path) -> None:
         uid, gid = self.job_user

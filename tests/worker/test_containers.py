@@ -170,7 +170,9 @@ async def test_warm_containers_are_reused_bounded_and_expire(tmp_path: Path) -> 
         assert first.text() == second.text()  # the same warm container
         (pool,) = runner.warm.values()
         assert len(pool) == 1
-        await asyncio.gather(*(run(tmp_path, runner, attempt("sleep 1")) for _ in range(3)))
+        executor = Executor(tmp_path / "work", containers=runner, kill_grace=1)
+        sleeps = [tenant_job("sleep 1", "", n) for n in (71, 72, 73)]  # each its own folder
+        await asyncio.gather(*(run_on(executor, job) for job in sleeps))
         assert [len(p) for p in runner.warm.values()] == [1]  # at most warm_per_key kept
         clock[0] += 61
         runner._expire()
