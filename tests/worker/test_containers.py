@@ -399,3 +399,22 @@ async def test_a_job_without_a_memory_request_has_the_default_limit(
     ended, out = await run(tmp_path, runner, attempt(script))
     assert ended.exit_code == 0, out.text("stderr")
     assert out.text().split() == [str(2 * 2**30)]
+
+
+async def test_a_forged_end_line_leaves_no_process_for_the_next_job(tmp_path: Path) -> None:
+    """A job reads its wrapper's end token from /proc/$PPID/cmdline, prints a fake end
+    line at once and runs on: the worker still finds its processes (in the container's
+    cgroup, from the host) and does not reuse that container."""
+    runner = ContainerRunner(ContainerConfig(docker_host=ENGINE, warm_per_key=1, kill_grace=1))
+    executor = Executor(tmp_path / "work", containers=runner, kill_grace=1)
+    forge = (
+        "tok=$(tr '\\0' '\\n' < /proc/$PPID/cmdline | sed -n 5p); sleep 303 &"
+        ' printf "${tok}0\\n"; printf "${tok}0\\n" >&2; sleep 304'
+    )
+    try:
+        ended, _ = await run_on(executor, tenant_job(forge, "b", 31))
+        _, second = await run_on(executor, tenant_job("ps -o pid,user,args", "b", 32))
+    finally:
+        runner.close()
+    assert (ended.exit_code, ended.kind) == (0, None), ended  # it did fool the reader
+    assert "sleep 30" not in second.text(), second.text()
