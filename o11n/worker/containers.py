@@ -42,10 +42,8 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +68,7 @@ from o11n.worker.executor import (
 from o11n.worker.slots import (
     KeepAlive,
     forget,
+    forget_dead,
     hand_over,
     held,
     new_slot,
@@ -77,6 +76,7 @@ from o11n.worker.slots import (
     remove_slots,
     wait_alone,
 )
+from o11n.worker.streams import Deadline, EndLine
 
 log = logging.getLogger(__name__)
 PIDS_LIMIT = 4096
@@ -163,7 +163,7 @@ class ContainerRunner:
         self._pulls: dict[str, asyncio.Future[None]] = {}
         self.warm: dict[WarmKey, list[Warm]] = {}
         self._threads = concurrent.futures.ThreadPoolExecutor(32, "o11n-containers")
-        self._open = _Deadline()  # every response of the engine; close() shuts them
+        self._open = Deadline()  # every response of the engine; close() shuts them
         self._dropping: dict[str, Warm] = {}  # warm containers being removed
         self._alive = KeepAlive()
 
@@ -261,7 +261,7 @@ class ContainerRunner:
         last = image.rsplit("/", 1)[-1]
         repository, tag = image.rsplit(":", 1) if ":" in last else (image, "latest")
         api = self._api()
-        deadline = _Deadline()
+        deadline = Deadline()
         api.hooks["response"].append(deadline.watch)
         timer = threading.Timer(self.config.pull_timeout, deadline.expire)
         timer.start()
@@ -533,7 +533,7 @@ class ContainerRunner:
             if data:
                 asyncio.run_coroutine_threadsafe(logs.write(name, data), loop).result()
 
-        ends = {"stdout": _EndLine(end), "stderr": _EndLine(end)}
+        ends = {"stdout": EndLine(end), "stderr": EndLine(end)}
         sock = self.client.api.exec_start(exec_id, socket=True)
         try:
             for stream, chunk in frames_iter(sock, tty=False):  # type: ignore[no-untyped-call]
@@ -586,6 +586,7 @@ class ContainerRunner:
             left += self._orphans()
         except docker.errors.DockerException:
             return
+        forget_dead()
         for container in left:
             with contextlib.suppress(docker.errors.DockerException):
                 self.client.api.remove_container(container["Id"], force=True)
@@ -629,76 +630,6 @@ def _move_out(inside: Path, cwd: Path) -> None:
         os.rename(inside, cwd)
     except FileNotFoundError:
         cwd.mkdir(exist_ok=True)
-
-
-class _EndLine:
-    """Finds the exec wrapper's end line in one output stream: what precedes it is the
-    command's output; a tail that may be the start of one is held back meanwhile."""
-
-    def __init__(self, end: bytes) -> None:
-        self.end = end  # `\036` and a random token: it appears nowhere else
-        self.held = b""
-        self.code: int | None = None  # once the end line has come whole
-
-    def feed(self, chunk: bytes) -> bytes:
-        """The command's output in `chunk` and what was held back before it."""
-        if self.code is not None:
-            return b""  # after its end: a background process's, dropped as podman does
-        data = self.held + chunk
-        at = data.find(self.end)
-        if at < 0:
-            at = _start_of(data, self.end)
-            self.held = data[at:]
-            return data[:at]
-        code, newline, _ = data[at + len(self.end) :].partition(b"\n")
-        if newline:
-            self.code, self.held = (int(code) if code.isdigit() else -1), b""
-        else:
-            self.held = data[at:]
-        return data[:at]
-
-
-def _start_of(data: bytes, end: bytes) -> int:
-    """Where a tail of `data` that could begin `end` starts (`len(data)` when none can):
-    `end` holds its first byte only once, so that is the last such byte."""
-    at = data.rfind(end[:1], max(0, len(data) - len(end) + 1))
-    return at if at >= 0 and end.startswith(data[at:]) else len(data)
-
-
-class _Deadline:
-    """Shuts down the sockets of a client's responses once it expires (from any thread).
-    Responses are held weakly: a client that lives long does not keep them all."""
-
-    def __init__(self) -> None:
-        self.expired = threading.Event()
-        self._responses: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._lock = threading.Lock()
-
-    def watch(self, response: Any, *_args: Any, **_kwargs: Any) -> Any:
-        """A requests response hook: keep the response, shut it if already expired."""
-        with self._lock:
-            self._responses.add(response)
-            if self.expired.is_set():
-                _shut(response)
-        return response
-
-    def expire(self) -> None:
-        with self._lock:
-            self.expired.set()
-            for response in list(self._responses):
-                _shut(response)
-
-    def close(self) -> None:
-        for response in list(self._responses):
-            with contextlib.suppress(Exception):
-                response.close()
-
-
-def _shut(response: Any) -> None:
-    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _env(attempt: Attempt) -> dict[str, str]:

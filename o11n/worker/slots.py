@@ -104,6 +104,16 @@ def forget(fifo: Path) -> None:
         shutil.rmtree(fifo.parent, ignore_errors=True)
 
 
+def forget_dead() -> None:
+    """Remove the keep-alive FIFOs of every dead worker on this host (a worker killed
+    outright cannot remove its own)."""
+    settled = time.time() - 60  # a younger one may be a live worker's, not yet open
+    for folder in Path(tempfile.gettempdir()).glob("o11n-alive-*"):
+        with contextlib.suppress(OSError):
+            if folder.stat().st_mtime < settled and not held(folder / "alive"):
+                forget(folder / "alive")
+
+
 def procs_file(pid: int) -> Path | None:
     """The `cgroup.procs` of the cgroup that process `pid` (a container's first
     process, as the host sees it) is in; None when the host cannot read it (a remote
