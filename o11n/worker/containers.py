@@ -111,17 +111,17 @@ class ContainerConfig:
 TEMPORARY = "/tmp/* /tmp/.[!.]* /tmp/..?* /var/tmp/* /dev/shm/*"  # emptied after each exec
 # tenant, image, cpu, memory, network, work root
 WarmKey = tuple[str, str, float, int, bool, str]
-# The exec goes first in the line for the OOM killer (oom_score_adj 1000, inherited by
-# the command: at the memory limit the job's processes go, never the idle ones while
-# one of them is left), then after the command an end line goes on both
-# streams: `<end><exit code>`. Podman 4.3 forgets an ended exec (no exit code) and closes
-# its stream ~40 ms after the command exits; the end lines carry the code and show that
-# all of the output has come. Then every process of the job's uid is killed (kill(-1)
+# The command goes first in the line for the OOM killer (oom_score_adj 1000 in the
+# subshell it replaces, which costs no fork that running it would not: at the memory
+# limit the job's processes go, not this shell or the idle ones), then an end line goes
+# on both streams: `<end><exit code>`. Podman 4.3 forgets an ended exec (no exit code)
+# and closes its stream ~40 ms after the command exits; the end lines carry the code
+# and show that all of the output has come. Then every process of the job's uid is killed (kill(-1)
 # spares pid 1, which runs as another uid anyway, and this shell) and the temporary
 # folders are emptied; the worker waits, reading the container's cgroup, until this
 # shell is gone too.
 ENDING_SCRIPT = (
-    'end=$1; shift; echo 1000 2>/dev/null > /proc/self/oom_score_adj; "$@"; '
+    'end=$1; shift; (echo 1000 2>/dev/null > /proc/self/oom_score_adj; exec "$@"); '
     'set -- "$end$?"; echo "$1"; echo "$1" >&2; kill -9 -1; '
     f"for f in {TEMPORARY}; do [ -e $f ] && {{ rm -rf {TEMPORARY}; break; }}; done 2>/dev/null"
 )
