@@ -108,7 +108,8 @@ class ContainerConfig:
     leftover_wait: float = 2.0  # seconds the job's killed processes get to be gone
 
 
-TEMPORARY = "/tmp/* /tmp/.[!.]* /tmp/..?* /var/tmp/* /dev/shm/*"  # emptied after each exec
+# A container's own writable places, emptied after each exec.
+TEMPORARY = "/tmp/* /tmp/.[!.]* /tmp/..?* /var/tmp/* /dev/shm/* /dev/mqueue/*"
 # tenant, image, cpu, memory, network, work root
 WarmKey = tuple[str, str, float, int, bool, str]
 # The command goes first in the line for the OOM killer (oom_score_adj 1000 in the

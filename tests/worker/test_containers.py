@@ -401,6 +401,21 @@ async def test_a_job_without_a_memory_request_has_the_default_limit(
     assert out.text().split() == [str(2 * 2**30)]
 
 
+async def test_the_same_tenant_s_next_job_finds_no_leftover_file(tmp_path: Path) -> None:
+    """What a job leaves in the container's own writable places (the temporary folders,
+    shared memory, message queues) is gone before the next job of its tenant."""
+    runner = ContainerRunner(ContainerConfig(docker_host=ENGINE, warm_per_key=1, kill_grace=1))
+    executor = Executor(tmp_path / "work", containers=runner, kill_grace=1)
+    places = "/tmp/left /tmp/.left /var/tmp/left /dev/shm/left /dev/mqueue/left"
+    try:
+        _, first = await run_on(executor, tenant_job(f"hostname; touch {places}", "b", 41))
+        _, second = await run_on(executor, tenant_job(f"hostname; ls {places} || true", "b", 42))
+    finally:
+        runner.close()
+    assert first.text().split()[0] == second.text().split()[0]  # the same warm container
+    assert second.text().split()[1:] == [], second.text()
+
+
 async def test_a_forged_end_line_leaves_no_process_for_the_next_job(tmp_path: Path) -> None:
     """A job reads its wrapper's end token from /proc/$PPID/cmdline, prints a fake end
     line at once and runs on: the worker still finds its processes (in the container's
