@@ -1,11 +1,13 @@
 """Container actions: warm containers with one exec each against one container per action.
 
-Runs the worker's container runner directly against podman's Docker API socket
-(`.ci/install-containers` sets it up) with the local registry's busybox image:
+Runs the worker's container runner directly against the engine it would use
+(`$DOCKER_HOST`, else Docker's socket, else podman's, which `.ci/install-containers`
+sets up) with the local registry's busybox image:
 
 - `reuse_*` / `fresh_*`: 200 trivial actions (`true`) one after another, with
   warm container reuse on and off; each figure is the time from asking the
-  runner to its result (work folder, exec or create/start/wait/remove).
+  runner to its result (work folder handed over, exec, the check that the job left
+  no process, and for a fresh one create/start/remove).
 - `pull_uncached_ms`: ensuring the image after removing it locally (a pull from
   127.0.0.1:5000); `pull_cached_ms`: ensuring it when present (a lookup).
 
@@ -28,7 +30,6 @@ from o11n.core.jobs import JobSpec
 from o11n.worker.containers import ContainerConfig, ContainerRunner
 from o11n.worker.executor import Attempt, Executor
 
-ENGINE = "unix:///run/podman/podman.sock"
 IMAGE = "127.0.0.1:5000/o11n/busybox:1"
 ACTIONS = 200
 
@@ -50,7 +51,7 @@ async def actions(runner: ContainerRunner, work: Path) -> list[float]:
     for i in range(ACTIONS):
         began = time.perf_counter()
         ended = await executor.run(
-            Attempt(i + 1, 1, "bench", spec), Discard(), asyncio.Event(), lambda _at: None
+            Attempt(i + 1, 1, "bench", spec, "bench"), Discard(), asyncio.Event(), lambda _at: None
         )
         times.append((time.perf_counter() - began) * 1000)
         assert ended.exit_code == 0, ended
@@ -68,7 +69,7 @@ async def pulls(runner: ContainerRunner) -> tuple[float, float]:
 
 
 async def main() -> dict[str, float]:
-    config = ContainerConfig(docker_host=ENGINE, kill_grace=1)
+    config = ContainerConfig(docker_host=os.environ.get("DOCKER_HOST"), kill_grace=1)
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="o11n-bench-") as tmp:
         for name, reuse in (("reuse", True), ("fresh", False)):

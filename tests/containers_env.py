@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -306,3 +307,21 @@ def wait_exec_pid(client: docker.DockerClient, exec_id: str, timeout: float = 5.
             return pid
         time.sleep(0.02)
     raise TimeoutError(f"exec {exec_id} reported no pid within {timeout:g}s")
+
+
+def euid_probe() -> bytes:
+    """An attacker's payload: a static x86-64 Linux program (no libc, no loader) that
+    exits with its effective uid's low byte, so 0 means it ran as root. Busybox drops a
+    set-user-ID root's privileges by itself; a program of one's own does not."""
+    code = bytes.fromhex(
+        "b86b000000"  # mov eax, 107 (geteuid)
+        "0f05"  # syscall
+        "89c7"  # mov edi, eax
+        "b83c000000"  # mov eax, 60 (exit)
+        "0f05"  # syscall
+    )
+    base, size = 0x400000, 64 + 56 + len(code)
+    header = b"\x7fELF\x02\x01\x01" + bytes(9)
+    header += struct.pack("<HHIQQQIHHHHHH", 2, 0x3E, 1, base + 120, 64, 0, 0, 64, 56, 1, 0, 0, 0)
+    program = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)
+    return header + program + code

@@ -62,6 +62,10 @@ def worker(
     container_reuse: str = typer.Option(
         "on", help="on: warm containers, one exec per job; off: one container per job."
     ),
+    default_memory: str = typer.Option(
+        "2G",
+        help="Memory limit of container jobs that ask for none (a job's own request wins).",
+    ),
     workdir: Path = typer.Option(None, help="Where attempts run [default: a temp folder]."),
     keep_workdirs: bool = typer.Option(False, help="Keep each attempt's folder afterwards."),
     cache_cap: str = typer.Option(
@@ -91,20 +95,14 @@ def worker(
         _start_again_without(_read_token(token_file, None) or exposed)
     api_token = _read_token(token_file, token_fd) or default_token()
     worker_name = name or host.hostname()
-    try:
-        offered = parse_size(memory) if memory else host.memory_bytes()
-    except BadRequest as exc:
-        raise typer.BadParameter(exc.message, param_hint="--memory") from None
-    try:
-        cache_bytes = parse_size(cache_cap)
-    except BadRequest as exc:
-        raise typer.BadParameter(exc.message, param_hint="--cache-cap") from None
-    if container_reuse not in ("on", "off"):
-        raise typer.BadParameter("on or off", param_hint="--container-reuse")
-    if executor not in ("auto", "process", "container"):
-        raise typer.BadParameter("auto, process or container", param_hint="--executor")
-    if sandbox not in ("on", "off"):
-        raise typer.BadParameter("on or off", param_hint="--sandbox")
+    offered = _size(memory, "--memory") if memory else host.memory_bytes()
+    cache_bytes = _size(cache_cap, "--cache-cap")
+    memory_limit = _size(default_memory, "--default-memory")
+    if memory_limit < 4 * 2**20:
+        raise typer.BadParameter("at least 4M", param_hint="--default-memory")
+    _one_of(container_reuse, ("on", "off"), "--container-reuse")
+    _one_of(executor, ("auto", "process", "container"), "--executor")
+    _one_of(sandbox, ("on", "off"), "--sandbox")
     try:
         uids = parse_uids(sandbox_uids)
     except BadRequest as exc:
@@ -142,6 +140,7 @@ def worker(
         cache_cap=cache_bytes or None,
         sandbox=sandbox == "on",
         sandbox_uids=uids,
+        default_memory=memory_limit,
     )
     work.mkdir(parents=True, exist_ok=True)
     work.chmod(0o700)  # attempts' folders and the blob cache: no other uid may enter
@@ -154,6 +153,18 @@ def worker(
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _size(text: str, option: str) -> int:
+    try:
+        return parse_size(text)
+    except BadRequest as exc:
+        raise typer.BadParameter(exc.message, param_hint=option) from None
+
+
+def _one_of(value: str, allowed: tuple[str, ...], option: str) -> None:
+    if value not in allowed:
+        raise typer.BadParameter(" or ".join(allowed), param_hint=option)
 
 
 def _start_again_without(token: str) -> NoReturn:

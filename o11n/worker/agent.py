@@ -59,6 +59,7 @@ class WorkerConfig:
     cache_cap: int | None = 10 * 2**30  # the local blob cache (workspaces, inputs)
     sandbox: bool = True  # process jobs under bubblewrap, each as a uid of its own
     sandbox_uids: range = DEFAULT_UIDS
+    default_memory: int = 2 * 2**30  # the memory limit of container jobs that ask for none
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Running:
     job_id: int
     attempt: int
     lease_id: str
+    tenant: str = ""
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     stop_reason: str = ""
 
@@ -216,7 +218,7 @@ class Agent:
         task.add_done_callback(self._tasks.discard)
 
     def _start(self, grant: dict[str, Any]) -> None:
-        running = Running(grant["id"], grant["attempt"], grant["lease_id"])
+        running = Running(grant["id"], grant["attempt"], grant["lease_id"], grant["tenant"])
         self.running[running.job_id] = running
         self.watchdog.deadline(running.key, self._deadline(time.monotonic()))
         task = asyncio.create_task(
@@ -226,7 +228,7 @@ class Agent:
         task.add_done_callback(self._tasks.discard)
 
     async def _run_attempt(self, running: Running, spec: JobSpec) -> None:
-        attempt = Attempt(running.job_id, running.attempt, self.config.name, spec)
+        attempt = Attempt(running.job_id, running.attempt, self.config.name, spec, running.tenant)
         logs = LogShipper(self.api, running.job_id, running.attempt, running.lease_id)
         try:
             ended = await self.executor.run(
@@ -308,6 +310,7 @@ def _containers(config: WorkerConfig) -> Runner | None:
             pull_timeout=config.pull_timeout,
             kill_grace=config.kill_grace,
             reuse=config.container_reuse,
+            default_memory=config.default_memory,
         )
     )
 

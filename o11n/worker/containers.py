@@ -5,12 +5,30 @@ It works the same against Docker and against podman's Docker-compatible socket
 the worker bounds a pull by its own deadline (the SDK's timeout does not), one
 pull of an image serves every job that waits for it, and a failed pull ends
 the job as `error` with the registry's own message, read from the pull
-stream. The attempt's work directory is bind-mounted at the same path and is
-the working directory. CPU and memory requests become limits, pids are
-limited, the network is off unless the job asks for it, nothing is
-privileged, and the root file system is read-only with a writable `/tmp`. A
-service task's host ports are published on its agent's address (the same number
-inside), so it is reachable where the scheduler says it is.
+stream.
+
+Every container starts with an idle first process and runs the attempt as an
+exec; warm containers (one per tenant, image, limits, network and work root)
+serve one attempt after another, a fresh one serves one and is removed. What a
+job can reach:
+
+- only its own folder, which is laid out where no container reaches, handed to
+  the job's uid (65534, never root) and moved into the container's slot (the one
+  host folder it mounts, at `/o11n`, `nosuid,nodev`) for the run; never the work
+  root or `.cas`;
+- no capabilities, `no-new-privileges`, a read-only root file system and a
+  private `/tmp`; CPU and memory limits always (a default memory limit when the
+  job asks for none, a CPU floor for `cpu: 0`), pids limited, no network unless
+  the job asks for it;
+- nothing of the job outlives its exec: the exec's wrapper kills every process of
+  the job's uid (the idle ones run as another uid) and the worker checks from the
+  host, in the container's cgroup, that none is left before it moves the folder
+  back out and reads the outputs; a container where one is left is removed;
+- nothing outlives the worker: the idle process reads the worker's keep-alive
+  FIFO and ends the container at EOF, when the worker dies.
+
+A service task's host ports are published on its agent's address (the same
+number inside), so it is reachable where the scheduler says it is.
 """
 
 from __future__ import annotations
@@ -22,19 +40,17 @@ import fnmatch
 import logging
 import os
 import secrets
+import shutil
 import signal
-import socket
 import threading
 import time
-import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
-import requests.exceptions
 from docker.models.containers import Container
 from docker.utils import kwargs_from_env
 from docker.utils.socket import STDERR, frames_iter
@@ -49,12 +65,27 @@ from o11n.worker.executor import (
     run_dir_of,
     wait_or_stop,
 )
+from o11n.worker.slots import (
+    KeepAlive,
+    forget,
+    forget_dead,
+    hand_over,
+    held,
+    new_slot,
+    procs_file,
+    remove_slots,
+    wait_alone,
+)
+from o11n.worker.streams import Deadline, EndLine
 
 log = logging.getLogger(__name__)
 PIDS_LIMIT = 4096
 DOCKER_SOCKET = "/var/run/docker.sock"
 PODMAN_SOCKET = "/run/podman/podman.sock"
 READ_SIZE = 64 * 1024
+CPU_FLOOR = 0.01  # cores: `cpu: 0` never means no limit
+ALIVE = "/.o11n-alive"  # where the keep-alive FIFO is, inside
+SLOT = "/o11n"  # where the slot is, inside: an attempt's folder is /o11n/job-ID-N
 
 
 @dataclass(frozen=True)
@@ -66,34 +97,52 @@ class ContainerConfig:
     pull_timeout: float = 300.0
     kill_grace: float = 10.0
     reuse: bool = True  # warm containers, one exec per attempt
-    warm_per_key: int = 4  # kept per (image, limits, network)
+    warm_per_key: int = 4  # kept per (tenant, image, limits, network)
     idle_timeout: float = 300.0
     discard_failed: bool = False  # a non-zero exit may have dirtied its container
-    # How long a container's followed log may go on once the container has ended.
-    # Podman 4.3's sometimes never ends (seen in CI: a read held for over an hour);
-    # past this grace it is shut and the rest is read from the whole log.
-    log_grace: float = 5.0
-    # The engine's wait is asked again this often, with the container's state read in
-    # between: a wait that never answers cannot hold an attempt for ever.
-    wait_poll: float = 30.0
+    # Jobs with no memory request get this limit: a runaway job cannot take the
+    # machine, and the same job gets the same limit on every worker.
+    default_memory: int = 2 * 2**30
+    job_uid: int = 65534  # nobody: the jobs' uid (and gid) when the worker is root
+    idle_uid: int = 65533  # the idle processes': a job cannot signal them
+    leftover_wait: float = 2.0  # seconds the job's killed processes get to be gone
 
 
-WarmKey = tuple[str, float, int, bool, str]  # image, cpu, memory, network, mount root
-# After the command, an end line on both streams: `<end><exit code>`. Podman 4.3 forgets
-# an ended exec (no exit code) and closes its stream ~40 ms after the command exits;
-# the end lines carry the code and show that all of the output has come.
-ENDING_SCRIPT = 'end=$1; shift; "$@"; set -- "$end$?"; echo "$1"; echo "$1" >&2'
+# A container's own writable places, emptied after each exec.
+TEMPORARY = "/tmp/* /tmp/.[!.]* /tmp/..?* /var/tmp/* /dev/shm/* /dev/mqueue/*"
+# tenant, image, cpu, memory, network, work root
+WarmKey = tuple[str, str, float, int, bool, str]
+# The command goes first in the line for the OOM killer (oom_score_adj 1000 in the
+# subshell it replaces, which costs no fork that running it would not: at the memory
+# limit the job's processes go, not this shell or the idle ones), then an end line goes
+# on both streams: `<end><exit code>`. Podman 4.3 forgets an ended exec (no exit code)
+# and closes its stream ~40 ms after the command exits; the end lines carry the code
+# and show that all of the output has come. Then every process of the job's uid is killed (kill(-1)
+# spares pid 1, which runs as another uid anyway, and this shell) and the temporary
+# folders are emptied; the worker waits, reading the container's cgroup, until this
+# shell is gone too.
+ENDING_SCRIPT = (
+    'end=$1; shift; (echo 1000 2>/dev/null > /proc/self/oom_score_adj; exec "$@"); '
+    'set -- "$end$?"; echo "$1"; echo "$1" >&2; kill -9 -1; '
+    f"for f in {TEMPORARY}; do [ -e $f ] && {{ rm -rf {TEMPORARY}; break; }}; done 2>/dev/null"
+)
 EXEC_WRAPPER = ["/bin/sh", "-c", ENDING_SCRIPT, "o11n"]
-IDLE_COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait; done"]
+# The first process waits (reaping orphans) for a subshell that reads the keep-alive
+# FIFO; the read ends, and with it the container, when the worker dies.
+IDLE_COMMAND = ["/bin/sh", "-c", f"(read -r _ < {ALIVE}); exit 0"]
 
 
 @dataclass
 class Warm:
-    """A running container kept for the next attempt with the same key."""
+    """A running container, with the slot it mounts; kept for the next attempt with the
+    same key when it is warm."""
 
     container: Container
     key: WarmKey
     last_used: float
+    slot: Path
+    pid: int  # its first process's host pid
+    procs: Path | None  # its cgroup.procs as the host sees it; None: cannot be checked
 
 
 class PullFailed(Exception):
@@ -106,7 +155,7 @@ def image_name(image: str) -> str:
 
 
 class ContainerRunner:
-    """Runs attempts in containers, one container per attempt."""
+    """Runs attempts in containers: warm ones, one exec per attempt, or fresh ones."""
 
     def __init__(self, config: ContainerConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
@@ -115,8 +164,9 @@ class ContainerRunner:
         self._pulls: dict[str, asyncio.Future[None]] = {}
         self.warm: dict[WarmKey, list[Warm]] = {}
         self._threads = concurrent.futures.ThreadPoolExecutor(32, "o11n-containers")
-        self._open = _Deadline()  # every response of the engine; close() shuts them
-        self._dropping: dict[str, Container] = {}  # warm containers being removed
+        self._open = Deadline()  # every response of the engine; close() shuts them
+        self._dropping: dict[str, Warm] = {}  # warm containers being removed
+        self._alive = KeepAlive()
 
     @property
     def client(self) -> docker.DockerClient:
@@ -133,6 +183,13 @@ class ContainerRunner:
             return f"unix://{PODMAN_SOCKET}"
         return base
 
+    @property
+    def job_user(self) -> tuple[int, int]:
+        """The uid and gid jobs run as: never root, never a root worker's own."""
+        if os.geteuid() == 0:
+            return self.config.job_uid, self.config.job_uid
+        return os.getuid(), os.getgid()  # a worker that is not root cannot hand folders over
+
     def allowed(self, image: str) -> bool:
         """Does the worker's allow-list admit this image?"""
         return any(fnmatch.fnmatchcase(image, p) for p in self.config.allow_images)
@@ -145,29 +202,36 @@ class ContainerRunner:
         stop: asyncio.Event,
         on_start: Callable[[float], None],
     ) -> Ended:
-        """Run the attempt in its image, in `cwd`; as the process executor reports."""
+        """Run the attempt in its image, in `cwd` (laid out, and reached by no container
+        yet); as the process executor reports. Once it returns, no process of the
+        attempt is left and `cwd` is back where it was."""
         assert attempt.spec.image is not None
         image = image_name(attempt.spec.image)
         if not self.allowed(image):
             allowed = ", ".join(self.config.allow_images)
             return self._error(f"image {image} is not allowed on this worker (allowed: {allowed})")
-        try:
-            await self.ensure_image(image)
-        except PullFailed as exc:
-            return self._error(f"cannot pull {image}: {exc}")
-        except docker.errors.DockerException as exc:
-            return self._error(f"the container engine failed: {exc}")
-        if self.config.reuse and not task_ports(attempt.spec):  # ports are its own
-            return await self._run_warm(image, cwd, attempt, logs, stop, on_start)
-        try:
-            container = await self._call(self._create, image, cwd, attempt)
-        except docker.errors.DockerException as exc:
-            return self._error(f"cannot create a container of {image}: {_explain(exc)}")
-        try:
-            return await self._run(container, attempt, logs, stop, on_start)
-        finally:
-            with contextlib.suppress(docker.errors.DockerException):
-                await self._call(container.remove, force=True)
+        reuse = self.config.reuse and not task_ports(attempt.spec)  # ports are its own
+        key = self._key(image, cwd, attempt)
+        warm = self._take(key) if reuse else None  # a warm one has its image
+        if warm is None:
+            try:
+                await self.ensure_image(image)
+                warm = await self._call(self._start_idle, image, cwd.parent, attempt, key)
+            except PullFailed as exc:
+                return self._error(f"cannot pull {image}: {exc}")
+            except docker.errors.DockerException as exc:
+                return self._error(f"cannot start a container of {image}: {_explain(exc)}")
+        ended, clean = await self._run_there(warm, cwd, attempt, logs, stop, on_start)
+        if clean and reuse:
+            self._give_back(warm)
+        elif clean:
+            await self._call(self._remove, warm)
+        return ended
+
+    def _key(self, image: str, cwd: Path, attempt: Attempt) -> WarmKey:
+        res = attempt.spec.resources
+        memory = res.memory or self.config.default_memory
+        return (attempt.tenant, image, res.cpu, memory, attempt.spec.network, str(cwd.parent))
 
     async def ensure_image(self, image: str) -> None:
         """Pull the image unless the engine has it; one pull serves all who wait for it."""
@@ -198,7 +262,7 @@ class ContainerRunner:
         last = image.rsplit("/", 1)[-1]
         repository, tag = image.rsplit(":", 1) if ":" in last else (image, "latest")
         api = self._api()
-        deadline = _Deadline()
+        deadline = Deadline()
         api.hooks["response"].append(deadline.watch)
         timer = threading.Timer(self.config.pull_timeout, deadline.expire)
         timer.start()
@@ -228,125 +292,118 @@ class ContainerRunner:
         base = self._base()
         return docker.APIClient(base_url=base) if base else docker.APIClient(**kwargs_from_env())
 
+    def _start_idle(self, image: str, root: Path, attempt: Attempt, key: WarmKey) -> Warm:
+        """A running container of `image` whose only host folder is a new, empty slot
+        under `root` (a thread)."""
+        slot = new_slot(root)
+        try:
+            container = self._create(image, slot, root, attempt, key)
+            try:
+                container.start()
+                container.reload()
+            except docker.errors.DockerException:
+                self._remove_container(container)
+                raise
+        except BaseException:
+            shutil.rmtree(slot, ignore_errors=True)
+            raise
+        pid = int(container.attrs.get("State", {}).get("Pid") or 0)
+        return Warm(container, key, self.clock(), slot, pid, procs_file(pid))
+
     def _create(
-        self,
-        image: str,
-        cwd: Path,
-        attempt: Attempt,
-        command: list[str] | None = None,
-        mount: Path | None = None,
+        self, image: str, slot: Path, root: Path, attempt: Attempt, key: WarmKey
     ) -> Container:
-        spec = attempt.spec
-        root = mount or cwd
+        cpu, memory = max(key[2], CPU_FLOOR), key[3]
+        idle = self.config.idle_uid
         options: dict[str, Any] = {
-            "command": command or command_parts(spec.command),
-            "environment": {} if command else _env(attempt),
-            "working_dir": str(root if command else run_dir_of(cwd, spec)),
-            "volumes": {str(root): {"bind": str(root), "mode": "rw"}},
-            "user": f"{os.getuid()}:{os.getgid()}",
+            "command": IDLE_COMMAND,
+            "working_dir": "/",
+            "volumes": {
+                str(slot): {"bind": SLOT, "mode": "rw,nosuid,nodev"},
+                str(self._alive.path): {"bind": ALIVE, "mode": "ro"},
+            },
+            "user": f"{idle}:{idle}",
             **_network(attempt),
             "pids_limit": PIDS_LIMIT,
             "read_only": True,
-            "tmpfs": {"/tmp": "rw,size=256m"},
+            "tmpfs": {"/tmp": "rw,nosuid,nodev,size=256m"},
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
             "privileged": False,
-            "nano_cpus": int(spec.resources.cpu * 1e9) if spec.resources.cpu else None,
+            "nano_cpus": int(cpu * 1e9),
+            "mem_limit": memory,
+            "memswap_limit": memory,
             "labels": {
                 "o11n.job": str(attempt.job_id),
+                "o11n.tenant": attempt.tenant,
                 "o11n.worker": attempt.worker,
-                "o11n.workdir": str(cwd.parent),  # a worker's own, unlike its name
+                "o11n.workdir": str(root),  # a worker's own, unlike its name
+                "o11n.alive": str(self._alive.path),  # gone: its worker is dead
             },
             "detach": True,
         }
-        if spec.resources.memory:
-            options["mem_limit"] = spec.resources.memory
-            options["memswap_limit"] = spec.resources.memory
         return self.client.containers.create(image, **options)
 
-    async def _run(
+    async def _run_there(
         self,
-        container: Container,
+        warm: Warm,
+        cwd: Path,
         attempt: Attempt,
         logs: Output,
         stop: asyncio.Event,
         on_start: Callable[[float], None],
-    ) -> Ended:
+    ) -> tuple[Ended, bool]:
+        """Move the attempt's folder into the container's slot, run the attempt, and move
+        the folder back once no process of the job is left (the container is removed
+        first when one may be). Whether the container is still fit for reuse."""
+        inside = warm.slot / cwd.name
         try:
-            await self._call(container.start)
-        except docker.errors.DockerException as exc:
-            return self._error(f"cannot start the container: {_explain(exc)}")
-        started_at = self.clock()
-        on_start(started_at)
-        loop = asyncio.get_running_loop()
-        copies = [_LogCopy("stdout"), _LogCopy("stderr")]
-        readers = [
-            loop.run_in_executor(self._threads, self._copy, container, copy, logs, loop)
-            for copy in copies
-        ]
-        waited = asyncio.ensure_future(self._call(self._wait, container))
-        kind, reason = await wait_or_stop(waited, stop, attempt.spec.timeout)
-        if kind is not None:
-            with contextlib.suppress(docker.errors.DockerException):
-                await self._call(container.stop, timeout=int(self.config.kill_grace))
-        code = await waited
-        await self._drain(container, copies, readers, logs)
-        if kind is None and await self._oom_killed(container):
-            limit = attempt.spec.resources.memory
-            kind, reason = "failure", f"out of memory: killed at its {limit}-byte limit"
-        signal_number = code - 128 if code > 128 else None
-        return Ended(code, signal_number, kind, reason, started_at, self.clock())
+            await self._call(self._move_in, cwd, inside)
+        except OSError as exc:
+            await self._call(self._remove, warm)
+            return self._error(f"cannot hand the work directory over: {exc}"), False
+        clean = False
+        try:
+            ended, clean = await self._exec(warm, cwd, attempt, logs, stop, on_start)
+        finally:
+            clean = await self._call(self._take_out, warm, clean, inside, cwd)
+        return ended, clean
 
-    def _wait(self, container: Container) -> int:
-        """The container's exit code, once it has ended (a thread)."""
-        while True:
-            try:
-                return int(container.wait(timeout=self.config.wait_poll).get("StatusCode", -1))
-            except requests.exceptions.ConnectionError:  # no answer within the poll
-                state = self.client.api.inspect_container(str(container.id))["State"]
-                if state.get("Status") in ("exited", "dead"):
-                    return int(state.get("ExitCode", -1))
+    def _take_out(self, warm: Warm, clean: bool, inside: Path, cwd: Path) -> bool:
+        """Move the folder back out once nothing of the job is left in the container:
+        when something may be, the container is removed first (a thread). Whether the
+        container may be reused."""
+        clean = clean and self._alone(warm)
+        if not clean:
+            self._remove_container(warm.container)
+        try:
+            _move_out(inside, cwd)
+        except OSError as exc:
+            log.error("cannot move %s back out of its slot: %s", cwd.name, exc)
+            if clean:
+                self._remove_container(warm.container)
+            clean = False
+        if not clean:
+            shutil.rmtree(warm.slot, ignore_errors=True)
+        return clean
 
-    def _copy(
-        self,
-        container: Container,
-        copy: _LogCopy,
-        logs: Output,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        """Follow one stream of the container's log into the attempt's log (a thread)."""
-        name = copy.name
-        chunks: Any = container.logs(
-            stdout=name == "stdout", stderr=name == "stderr", stream=True, follow=True
+    def _move_in(self, cwd: Path, inside: Path) -> None:
+        uid, gid = self.job_user
+        hand_over(cwd, uid, gid)
+        os.rename(cwd, inside)
+
+    def _alone(self, warm: Warm) -> bool:
+        """Is nothing but the idle processes left in the container, and its first one
+        still there (read on the host)?"""
+        if warm.procs is None:
+            return False  # cannot be checked: not reused
+        if wait_alone(warm.procs, warm.pid, self.config.idle_uid, self.config.leftover_wait):
+            return True
+        log.warning(
+            "container %s: a job's processes left, or its own gone: removed",
+            warm.container.short_id,
         )
-        copy.stream.watch(chunks._response)  # the SDK's stream keeps its response there
-        for chunk in chunks:
-            asyncio.run_coroutine_threadsafe(logs.write(name, chunk), loop).result()
-            copy.written += len(chunk)
-
-    async def _drain(
-        self,
-        container: Container,
-        copies: list[_LogCopy],
-        readers: list[asyncio.Future[None]],
-        logs: Output,
-    ) -> None:
-        """Let the followed logs of an ended container end; past the grace, shut them
-        and write what they had not yet copied from the whole log."""
-        _, pending = await asyncio.wait(readers, timeout=self.config.log_grace)
-        if not pending:
-            return
-        log.warning("the log of container %s did not end with it", container.short_id)
-        for copy in copies:
-            copy.stream.expire()
-        await asyncio.gather(*readers, return_exceptions=True)
-        for copy in copies:
-            name = copy.name
-            try:
-                whole = await self._call(
-                    container.logs, stdout=name == "stdout", stderr=name == "stderr"
-                )
-            except docker.errors.DockerException:
-                continue
-            await logs.write(name, whole[copy.written :])
+        return False
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -356,36 +413,6 @@ class ContainerRunner:
         return Ended(None, None, "error", reason, None, self.clock())
 
     # -- warm containers ---------------------------------------------------------
-
-    async def _run_warm(
-        self,
-        image: str,
-        cwd: Path,
-        attempt: Attempt,
-        logs: Output,
-        stop: asyncio.Event,
-        on_start: Callable[[float], None],
-    ) -> Ended:
-        """Run the attempt with `exec` in a warm container whose mount holds its folder."""
-        res = attempt.spec.resources
-        key: WarmKey = (image, res.cpu, res.memory, attempt.spec.network, str(cwd.parent))
-        try:
-            warm = self._take(key) or Warm(
-                await self._call(self._start_idle, image, cwd, attempt), key, self.clock()
-            )
-        except docker.errors.DockerException as exc:
-            return self._error(f"cannot start a container of {image}: {_explain(exc)}")
-        ended, clean = await self._exec(warm, cwd, attempt, logs, stop, on_start)
-        if clean:
-            self._give_back(warm)
-        else:
-            await self._discard(warm)
-        return ended
-
-    def _start_idle(self, image: str, cwd: Path, attempt: Attempt) -> Container:
-        container = self._create(image, cwd, attempt, command=IDLE_COMMAND, mount=cwd.parent)
-        container.start()
-        return container
 
     def _take(self, key: WarmKey) -> Warm | None:
         self._expire()
@@ -416,17 +443,19 @@ class ContainerRunner:
 
     def _drop(self, warm: Warm) -> None:
         """Remove a warm container in the background (close() finishes what is left)."""
-        container = warm.container
-        self._dropping[str(container.id)] = container
-        self._threads.submit(self._remove, container).add_done_callback(
-            lambda _f: self._dropping.pop(str(container.id), None)
+        container_id = str(warm.container.id)
+        self._dropping[container_id] = warm
+        self._threads.submit(self._remove, warm).add_done_callback(
+            lambda _f: self._dropping.pop(container_id, None)
         )
 
-    async def _discard(self, warm: Warm) -> None:
-        await self._call(self._remove, warm.container)
+    def _remove(self, warm: Warm) -> None:
+        """Remove the container, then its (empty) slot."""
+        self._remove_container(warm.container)
+        shutil.rmtree(warm.slot, ignore_errors=True)
 
     @staticmethod
-    def _remove(container: Container) -> None:
+    def _remove_container(container: Container) -> None:
         with contextlib.suppress(docker.errors.DockerException):
             container.remove(force=True)
 
@@ -439,18 +468,18 @@ class ContainerRunner:
         stop: asyncio.Event,
         on_start: Callable[[float], None],
     ) -> tuple[Ended, bool]:
-        """The attempt as an exec; whether its container is still clean afterwards."""
+        """The attempt as an exec; whether its container may be clean afterwards."""
         api = self.client.api
-        user = f"{os.getuid()}:{os.getgid()}"
-        end = f"\036o11n-end-{secrets.token_hex(8)}:"  # no output can fake it
+        uid, gid = self.job_user
+        end = f"\036o11n-end-{secrets.token_hex(8)}:"  # no output can fake it by chance
         try:
             made = await self._call(
                 api.exec_create,
                 warm.container.id,
                 [*EXEC_WRAPPER, end, *command_parts(attempt.spec.command)],
                 environment=_env(attempt),
-                workdir=str(run_dir_of(cwd, attempt.spec)),
-                user=user,
+                workdir=str(run_dir_of(Path(SLOT, cwd.name), attempt.spec)),
+                user=f"{uid}:{gid}",
             )
         except docker.errors.DockerException as exc:
             return self._error(f"cannot run in the container: {_explain(exc)}"), False
@@ -505,7 +534,7 @@ class ContainerRunner:
             if data:
                 asyncio.run_coroutine_threadsafe(logs.write(name, data), loop).result()
 
-        ends = {"stdout": _EndLine(end), "stderr": _EndLine(end)}
+        ends = {"stdout": EndLine(end), "stderr": EndLine(end)}
         sock = self.client.api.exec_start(exec_id, socket=True)
         try:
             for stream, chunk in frames_iter(sock, tty=False):  # type: ignore[no-untyped-call]
@@ -546,114 +575,62 @@ class ContainerRunner:
                 return
 
     def sweep(self, worker: str, workdir: Path) -> None:
-        """Remove the containers an earlier run of this worker left: one killed outright
-        cannot remove its warm containers. Both its name and its work directory must
-        match (two workers on a host may share a name, never a work directory). Without
-        an engine there is nothing to do."""
+        """Remove the containers and slots an earlier run of this worker left (one killed
+        outright stops its containers through the keep-alive FIFO, but cannot remove
+        them), and the ended containers of dead workers. Its own are found by its name
+        and work directory (two workers on a host may share a name, never a work
+        directory). Without an engine there is nothing to do."""
+        remove_slots(workdir)
         labels = [f"o11n.worker={worker}", f"o11n.workdir={workdir}"]
         try:
             left = self.client.api.containers(all=True, filters={"label": labels})
+            left += self._orphans()
         except docker.errors.DockerException:
             return
+        forget_dead()
         for container in left:
             with contextlib.suppress(docker.errors.DockerException):
                 self.client.api.remove_container(container["Id"], force=True)
         if left:
             log.info("removed %d containers an earlier run of %s left", len(left), worker)
 
+    def _orphans(self) -> list[dict[str, Any]]:
+        """The ended containers of any worker on this host that died (nothing holds its
+        keep-alive FIFO any more): an autoscaled worker is never started again under its
+        name to remove them. (Not the engine's auto-remove: with it podman 4.3 loses the
+        exit of some execs.)"""
+        ended = self.client.api.containers(
+            all=True, filters={"label": "o11n.alive", "status": "exited"}
+        )
+        dead = [c for c in ended if not held(Path(c["Labels"]["o11n.alive"]))]
+        for container in dead:
+            forget(Path(container["Labels"]["o11n.alive"]))
+        return dead
+
     def close(self) -> None:
-        """Remove the warm containers; release the engine connection and threads. Reads
-        still waiting on the engine are shut, so that no thread outlives the runner."""
+        """Remove the warm containers; release the engine connection, the keep-alive FIFO
+        and the threads. Reads still waiting on the engine are shut, so that no thread
+        outlives the runner."""
         for pool in self.warm.values():
             for warm in pool:
-                self._remove(warm.container)
+                self._remove(warm)
         self.warm.clear()
-        for container in list(self._dropping.values()):  # removals still queued
-            self._remove(container)
+        for warm in list(self._dropping.values()):  # removals still queued
+            self._remove(warm)
+        self._alive.close()
         self._open.expire()
         if self._client is not None:
             self._client.close()
         self._threads.shutdown(wait=False, cancel_futures=True)
 
 
-class _EndLine:
-    """Finds the exec wrapper's end line in one output stream: what precedes it is the
-    command's output; a tail that may be the start of one is held back meanwhile."""
-
-    def __init__(self, end: bytes) -> None:
-        self.end = end  # `\036` and a random token: it appears nowhere else
-        self.held = b""
-        self.code: int | None = None  # once the end line has come whole
-
-    def feed(self, chunk: bytes) -> bytes:
-        """The command's output in `chunk` and what was held back before it."""
-        if self.code is not None:
-            return b""  # after its end: a background process's, dropped as podman does
-        data = self.held + chunk
-        at = data.find(self.end)
-        if at < 0:
-            at = _start_of(data, self.end)
-            self.held = data[at:]
-            return data[:at]
-        code, newline, _ = data[at + len(self.end) :].partition(b"\n")
-        if newline:
-            self.code, self.held = (int(code) if code.isdigit() else -1), b""
-        else:
-            self.held = data[at:]
-        return data[:at]
-
-
-def _start_of(data: bytes, end: bytes) -> int:
-    """Where a tail of `data` that could begin `end` starts (`len(data)` when none can):
-    `end` holds its first byte only once, so that is the last such byte."""
-    at = data.rfind(end[:1], max(0, len(data) - len(end) + 1))
-    return at if at >= 0 and end.startswith(data[at:]) else len(data)
-
-
-class _Deadline:
-    """Shuts down the sockets of a client's responses once it expires (from any thread).
-    Responses are held weakly: a client that lives long does not keep them all."""
-
-    def __init__(self) -> None:
-        self.expired = threading.Event()
-        self._responses: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._lock = threading.Lock()
-
-    def watch(self, response: Any, *_args: Any, **_kwargs: Any) -> Any:
-        """A requests response hook: keep the response, shut it if already expired."""
-        with self._lock:
-            self._responses.add(response)
-            if self.expired.is_set():
-                _shut(response)
-        return response
-
-    def expire(self) -> None:
-        with self._lock:
-            self.expired.set()
-            for response in list(self._responses):
-                _shut(response)
-
-    def close(self) -> None:
-        for response in list(self._responses):
-            with contextlib.suppress(Exception):
-                response.close()
-
-
-@dataclass
-class _LogCopy:
-    """One stream of a container's followed log: how much of it was copied, and its
-    response, to be shut when it does not end."""
-
-    name: str
-    written: int = 0
-    stream: _Deadline = field(default_factory=_Deadline)
-
-
-def _shut(response: Any) -> None:
-    sock = getattr(getattr(response.raw, "connection", None), "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+def _move_out(inside: Path, cwd: Path) -> None:
+    """Move the attempt's folder back out of its slot (made anew if the job emptied it
+    out of existence; it cannot remove the folder itself)."""
+    try:
+        os.rename(inside, cwd)
+    except FileNotFoundError:
+        cwd.mkdir(exist_ok=True)
 
 
 def _env(attempt: Attempt) -> dict[str, str]:

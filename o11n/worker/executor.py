@@ -42,6 +42,7 @@ class Attempt:
     number: int
     worker: str
     spec: JobSpec
+    tenant: str = ""  # whose job it is: warm containers are never shared across tenants
 
     @property
     def key(self) -> str:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from o11n.client import Client
@@ -129,11 +130,13 @@ def test_a_stopped_worker_leaves_no_warm_container(
         engine.close()
 
 
-def test_a_worker_killed_outright_removes_its_leftovers_when_it_comes_back(
+def test_a_worker_killed_outright_leaves_no_warm_container_and_its_next_run_no_slot(
     start_server: StartServer, start_worker: StartWorker
 ) -> None:
-    """SIGKILL gives a worker no chance to remove its warm container; the next run of
-    the same worker (name and work directory) does, before it takes work."""
+    """SIGKILL gives a worker no chance to remove its warm container: the container ends
+    by itself (the worker's keep-alive FIFO closes); the next run of the same worker
+    (name and work directory) removes it and the slot folders the killed run left,
+    before it takes work."""
     server = start_server()
     engine = docker_client()
     label = {"label": "o11n.worker=warm-2"}
@@ -143,14 +146,59 @@ def test_a_worker_killed_outright_removes_its_leftovers_when_it_comes_back(
             wait_for(client.workers, 30, "the worker registered")
             job_id = client.submit({"command": "echo warm", "image": BUSYBOX})
             assert wait_final(client, job_id, timeout=120).state == "succeeded"
-            (left,) = engine.api.containers(filters=label)
+            assert len(engine.api.containers(filters=label)) == 1  # kept warm
             first.kill()
-            assert [c["Id"] for c in engine.api.containers(filters=label)] == [left["Id"]]
+            wait_for(
+                lambda: not engine.api.containers(filters=label),
+                5,
+                "the warm container of the killed run ran on",
+            )
+            assert list((first.workdir / ".slots").iterdir())
             start_worker(server, "warm-2", cpus=1, kill_grace=2.0)
             wait_for(
                 lambda: not engine.api.containers(all=True, filters=label),
                 30,
-                "the warm container of the killed run was left",
+                "the ended container of the killed run was left",
             )
+            assert not (first.workdir / ".slots").exists()
+    finally:
+        engine.close()
+
+
+def test_a_killed_worker_s_container_stops_at_once_and_the_job_runs_once(
+    start_server: StartServer, start_worker: StartWorker
+) -> None:
+    """kill -9 of a worker running a container job: its container stops within 5 s (the
+    lease is 3 s; nothing restarts the worker under its name, as with an autoscaled
+    one), and the job's marker, written 6 s into each attempt, is written once: by the
+    retry on another worker, which also removes the dead worker's ended container."""
+    server = start_server()
+    engine = docker_client()
+    job = {
+        "command": "touch started; sleep 6; echo $O11N_ATTEMPT > marker",
+        "image": BUSYBOX,
+        "timeout": 60,
+    }
+    first = start_worker(server, "doomed-1", cpus=1, kill_grace=1.0, extra=("--keep-workdirs",))
+    try:
+        with Client(server.url, server.token) as client:
+            wait_for(client.workers, 30, "the worker registered")
+            job_id = client.submit(job)
+            wait_for(lambda: list(first.workdir.rglob("started")), 120, "the job started")
+            running = {"label": "o11n.worker=doomed-1"}
+            assert engine.api.containers(filters=running)
+            first.kill()
+            killed_at = time.monotonic()
+            wait_for(lambda: not engine.api.containers(filters=running), 5, "its container ran on")
+            assert time.monotonic() - killed_at < 5
+            second = start_worker(
+                server, "spare-1", cpus=1, kill_grace=1.0, extra=("--keep-workdirs",)
+            )
+            assert wait_final(client, job_id, timeout=120).state == "succeeded"
+            ended = {"label": "o11n.worker=doomed-1"}  # removed by another worker's start
+            assert engine.api.containers(all=True, filters=ended) == []
+            time.sleep(2)  # the first attempt's 6 s are over: an orphan would have written
+        markers = [*first.workdir.rglob("marker"), *second.workdir.rglob("marker")]
+        assert [m.read_text().strip() for m in markers] == ["2"]
     finally:
         engine.close()

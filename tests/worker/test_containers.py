@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import dataclasses
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +25,11 @@ from tests.containers_env import (
     BUSYBOX2,
     SOCKET,
     docker_client,
+    euid_probe,
     hanging_registry,
     remove_local,
 )
+from tests.servers import processes_with
 from tests.worker.test_executor import Captured
 
 ENGINE = f"unix://{SOCKET}"
@@ -161,7 +170,9 @@ async def test_warm_containers_are_reused_bounded_and_expire(tmp_path: Path) -> 
         assert first.text() == second.text()  # the same warm container
         (pool,) = runner.warm.values()
         assert len(pool) == 1
-        await asyncio.gather(*(run(tmp_path, runner, attempt("sleep 1")) for _ in range(3)))
+        executor = Executor(tmp_path / "work", containers=runner, kill_grace=1)
+        sleeps = [tenant_job("sleep 1", "", n) for n in (71, 72, 73)]  # each its own folder
+        await asyncio.gather(*(run_on(executor, job) for job in sleeps))
         assert [len(p) for p in runner.warm.values()] == [1]  # at most warm_per_key kept
         clock[0] += 61
         runner._expire()
@@ -227,6 +238,18 @@ async def test_an_actions_workdir_and_outputs_in_a_container(
     assert out.text().strip().endswith("/job-7-1/pkg/sub")
 
 
+async def test_what_a_job_wrote_is_in_its_folder_afterwards(
+    tmp_path: Path, runner: ContainerRunner
+) -> None:
+    """The folder comes back out of the container's slot whole (the temporary folders
+    emptied after each exec are the container's own, never the job's folder)."""
+    executor = Executor(tmp_path / "work", containers=runner, keep_workdirs=True, kill_grace=1)
+    ended, _ = await run_on(executor, tenant_job("mkdir -p out; echo made > out/a.txt", "t", 5))
+    assert (ended.exit_code, ended.kind) == (0, None), ended
+    assert (tmp_path / "work" / "job-5-1" / "out" / "a.txt").read_text() == "made\n"
+    assert list((tmp_path / "work" / ".slots").glob("*/*")) == []  # slots hold nothing now
+
+
 async def test_output_that_looks_like_the_end_line_is_kept(
     tmp_path: Path, runner: ContainerRunner
 ) -> None:
@@ -239,48 +262,177 @@ async def test_output_that_looks_like_the_end_line_is_kept(
     assert out.text() == "a\x1eo11n-end-0:0\nb\x1e" and out.text("stderr") == "\x1e"
 
 
-class SlowOutput(Captured):
-    """A log that takes its time with every write: the followed logs are still being
-    copied when the container ends."""
-
-    async def write(self, stream: str, data: bytes) -> None:
-        await asyncio.sleep(0.02)
-        await super().write(stream, data)
+# -- attacks: what one tenant's job tries against another, the cache and the host ------
 
 
-async def test_a_log_that_does_not_end_with_its_container_is_read_whole(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+def tenant_job(command: str, tenant: str, job_id: int, **fields: object) -> Attempt:
+    spec = JobSpec.model_validate({"command": command, "image": BUSYBOX, **fields})
+    return Attempt(job_id, 1, "w1", spec, tenant)
+
+
+async def run_on(executor: Executor, job: Attempt) -> tuple[Ended, Captured]:
+    out = Captured()
+    ended = await executor.run(job, out, asyncio.Event(), on_start=lambda _at: None)
+    return ended, out
+
+
+async def test_a_job_reaches_neither_another_job_nor_the_blob_cache(
+    tmp_path: Path, runner: ContainerRunner
 ) -> None:
-    """Podman's followed log may never end (seen in CI). Past the grace the streams are
-    shut and the rest comes from the whole log: nothing lost, nothing twice."""
-    config = ContainerConfig(docker_host=ENGINE, reuse=False, kill_grace=1, log_grace=0)
-    runner = ContainerRunner(config)
-    out = SlowOutput()
+    """Tenant B's job, running beside tenant A's, looks around its folder's parent and
+    tries to read A's folder and rewrite a cached blob."""
+    work = tmp_path / "work"
+    cache = work / ".cas"
+    cache.mkdir(parents=True)
+    (cache / "blob").write_text("echo A's build\n")
+    executor = Executor(work, containers=runner, kill_grace=1)
+    a = tenant_job("echo A-secret > secret.txt; sleep 4", "a", 1)
+    b = tenant_job(
+        "set +e; sleep 1; ls -a ..; ls -a ../*/ ../.cas; cat ../*/secret.txt;"
+        " echo evil > ../.cas/blob; echo evil > ../job-1-1/evil.sh; true",
+        "b",
+        2,
+    )
+    (_, _), (ended, out) = await asyncio.gather(run_on(executor, a), run_on(executor, b))
+    assert ended.exit_code == 0, out.text("stderr")
+    assert "A-secret" not in out.text() and "job-1-1" not in out.text()
+    assert ".cas" not in out.text() and "blob" not in out.text()
+    assert (cache / "blob").read_text() == "echo A's build\n"
+
+
+def run_as_nobody(program: Path) -> int | None:
+    """What an unprivileged host user gets from running `program`: the euid probe's exit
+    code (0: root), or None when it cannot run it at all."""
+    done = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(program)],
+        capture_output=True,
+        timeout=10,
+    )
+    return None if done.returncode in (126, 127) else done.returncode
+
+
+def setuid_files(root: Path) -> list[Path]:
+    found = []
+    for parent, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(parent) / name
+            with contextlib.suppress(OSError):
+                if path.lstat().st_mode & stat.S_ISUID:
+                    found.append(path)
+    return found
+
+
+async def test_a_planted_setuid_file_gives_no_host_user_root(runner: ContainerRunner) -> None:
+    """A job runs as non-root with no capabilities; the set-user-ID programs it plants,
+    in its folder and in the blob cache, give an unprivileged host user no euid 0, while
+    the job runs or after."""
+    work = Path(tempfile.mkdtemp(prefix="o11n-suid-"))  # traversable, like /tmp/o11n-NAME
+    os.chmod(work, 0o755)
+    (work / ".cas").mkdir(mode=0o755)
+    probe = base64.b64encode(euid_probe()).decode()
+    plant = (
+        "set +e; id -u; grep CapEff /proc/self/status;"
+        f" for at in ./probe ../.cas/probe /tmp/probe; do echo {probe} | base64 -d > $at"
+        " && chmod 4755 $at; done; touch planted; sleep 3"
+    )
+    executor = Executor(work, containers=runner, kill_grace=1)
+    try:
+        running = asyncio.ensure_future(run_on(executor, tenant_job(plant, "b", 3)))
+        for _ in range(200):
+            if any(p.name == "planted" for p in work.rglob("planted")) or running.done():
+                break
+            await asyncio.sleep(0.05)
+        while_running = [run_as_nobody(p) for p in setuid_files(work)]
+        ended, out = await running
+        after = [run_as_nobody(p) for p in setuid_files(work)]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert ended.exit_code == 0, out.text("stderr")
+    assert 0 not in while_running + after, (while_running, after)
+    uid, caps = out.text().split("\n")[:2]
+    assert uid != "0" and caps.split() == ["CapEff:", "0000000000000000"]
+
+
+async def test_a_leftover_process_never_reads_another_tenant_s_job(tmp_path: Path) -> None:
+    """Tenant B leaves a process that reads every environment it can see; tenant A's job
+    runs next on the same worker: it gets its own container and B's process is dead."""
+    runner = ContainerRunner(ContainerConfig(docker_host=ENGINE, warm_per_key=1, kill_grace=1))
+    executor = Executor(tmp_path / "work", containers=runner, keep_workdirs=True, kill_grace=1)
+    spy = (
+        "loot=$PWD/loot; hostname;"
+        " (while :; do cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n'"
+        ' | grep SECRET_A >> "$loot"; sleep 0.1; done) >/dev/null 2>&1 &'
+    )
+    try:
+        _, b = await run_on(executor, tenant_job(spy, "b", 11))
+        _, a = await run_on(
+            executor, tenant_job("hostname; sleep 1", "a", 12, env={"SECRET_A": "x1"})
+        )
+        await asyncio.sleep(0.3)
+    finally:
+        runner.close()
+    assert a.text() != b.text()  # not B's container
+    assert processes_with(O11N_JOB_ID="11") == []
+    loot = tmp_path / "work" / "job-11-1" / "loot"
+    assert "x1" not in (loot.read_text() if loot.exists() else "")
+
+
+async def test_the_same_tenant_s_next_job_finds_no_leftover(tmp_path: Path) -> None:
+    runner = ContainerRunner(ContainerConfig(docker_host=ENGINE, warm_per_key=1, kill_grace=1))
     executor = Executor(tmp_path / "work", containers=runner, kill_grace=1)
     try:
-        ended = await executor.run(
-            attempt("seq 1 20000; seq 1 5000 >&2"), out, asyncio.Event(), on_start=lambda _a: None
-        )
+        _, first = await run_on(executor, tenant_job("hostname; sleep 301 & sleep 302 &", "b", 21))
+        _, second = await run_on(executor, tenant_job("hostname; ps -o pid,user,args", "b", 22))
     finally:
         runner.close()
-    assert (ended.exit_code, ended.kind) == (0, None), ended
-    assert "did not end with it" in caplog.text
-    assert out.text() == "".join(f"{n}\n" for n in range(1, 20001))
-    assert out.text("stderr") == "".join(f"{n}\n" for n in range(1, 5001))
+    assert first.text().split()[0] == second.text().split()[0]  # the same warm container
+    assert "sleep 30" not in second.text(), second.text()
 
 
-async def test_a_wait_that_does_not_answer_is_asked_again(tmp_path: Path) -> None:
-    """The engine's wait is bounded by a poll and the container's state read between
-    polls: a run longer than several polls still ends with its own exit code."""
-    config = ContainerConfig(docker_host=ENGINE, reuse=False, kill_grace=1, wait_poll=1)
-    runner = ContainerRunner(config)
+async def test_a_job_without_a_memory_request_has_the_default_limit(
+    tmp_path: Path, runner: ContainerRunner
+) -> None:
+    script = (
+        "cat /sys/fs/cgroup/memory.max 2>/dev/null"
+        " || cat /sys/fs/cgroup/memory/memory.limit_in_bytes"
+    )
+    ended, out = await run(tmp_path, runner, attempt(script))
+    assert ended.exit_code == 0, out.text("stderr")
+    assert out.text().split() == [str(2 * 2**30)]
+
+
+async def test_the_same_tenant_s_next_job_finds_no_leftover_file(tmp_path: Path) -> None:
+    """What a job leaves in the container's own writable places (the temporary folders,
+    shared memory, message queues) is gone before the next job of its tenant."""
+    runner = ContainerRunner(ContainerConfig(docker_host=ENGINE, warm_per_key=1, kill_grace=1))
+    executor = Executor(tmp_path / "work", containers=runner, kill_grace=1)
+    places = "/tmp/left /tmp/.left /var/tmp/left /dev/shm/left /dev/mqueue/left"
     try:
-        ended, out = await run(tmp_path, runner, attempt("echo begun; sleep 3; exit 4"))
+        _, first = await run_on(executor, tenant_job(f"hostname; touch {places}", "b", 41))
+        _, second = await run_on(executor, tenant_job(f"hostname; ls {places} || true", "b", 42))
     finally:
         runner.close()
-    assert (ended.exit_code, ended.kind) == (4, None), ended
-    assert out.text() == "begun\n"
-    assert ended.started_at is not None and ended.ended_at - ended.started_at >= 3
+    assert first.text().split()[0] == second.text().split()[0]  # the same warm container
+    assert second.text().split()[1:] == [], second.text()
+
+
+async def test_a_forged_end_line_leaves_no_process_for_the_next_job(tmp_path: Path) -> None:
+    """A job reads its wrapper's end token from /proc/$PPID/cmdline, prints a fake end
+    line at once and runs on: the worker still finds its processes (in the container's
+    cgroup, from the host) and does not reuse that container."""
+    runner = ContainerRunner(ContainerConfig(docker_host=ENGINE, warm_per_key=1, kill_grace=1))
+    executor = Executor(tmp_path / "work", containers=runner, kill_grace=1)
+    forge = (
+        "tok=$(tr '\\0' '\\n' < /proc/$PPID/cmdline | sed -n 5p); sleep 303 &"
+        ' printf "${tok}0\\n"; printf "${tok}0\\n" >&2; sleep 304'
+    )
+    try:
+        ended, _ = await run_on(executor, tenant_job(forge, "b", 31))
+        _, second = await run_on(executor, tenant_job("ps -o pid,user,args", "b", 32))
+    finally:
+        runner.close()
+    assert (ended.exit_code, ended.kind) == (0, None), ended  # it did fool the reader
+    assert "sleep 30" not in second.text(), second.text()
 
 
 def test_only_the_scheduler_set_field_gives_a_container_ports_and_a_network() -> None:
