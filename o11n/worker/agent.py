@@ -95,7 +95,7 @@ class Agent:
         self.executor = Executor(
             config.workdir,
             files=Files(api, config.workdir / ".cas", config.cache_cap),
-            containers=_containers(config),
+            containers=_containers(config, self.watchdog),
             mode=config.executor,
             sandbox=Sandbox(config.workdir, config.sandbox_uids) if config.sandbox else None,
             watchdog=self.watchdog,
@@ -297,7 +297,7 @@ class Agent:
             running.halt("cancelled, or the lease was lost")
 
 
-def _containers(config: WorkerConfig) -> Runner | None:
+def _containers(config: WorkerConfig, watchdog: Watchdog) -> Runner | None:
     """The container runner, unless this worker runs processes only (the Docker SDK is
     imported only when it may be used)."""
     if config.executor == "process":
@@ -311,7 +311,8 @@ def _containers(config: WorkerConfig) -> Runner | None:
             kill_grace=config.kill_grace,
             reuse=config.container_reuse,
             default_memory=config.default_memory,
-        )
+        ),
+        watchdog=watchdog,
     )
 
 

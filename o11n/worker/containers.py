@@ -77,6 +77,7 @@ from o11n.worker.slots import (
     wait_alone,
 )
 from o11n.worker.streams import Deadline, EndLine
+from o11n.worker.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 PIDS_LIMIT = 4096
@@ -157,9 +158,15 @@ def image_name(image: str) -> str:
 class ContainerRunner:
     """Runs attempts in containers: warm ones, one exec per attempt, or fresh ones."""
 
-    def __init__(self, config: ContainerConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: ContainerConfig,
+        clock: Callable[[], float] = time.time,
+        watchdog: Watchdog | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
+        self.watchdog = watchdog  # kills the container at the lease deadline
         self._client: docker.DockerClient | None = None
         self._pulls: dict[str, asyncio.Future[None]] = {}
         self.warm: dict[WarmKey, list[Warm]] = {}
@@ -363,6 +370,8 @@ class ContainerRunner:
             await self._call(self._remove, warm)
             return self._error(f"cannot hand the work directory over: {exc}"), False
         clean = False
+        if self.watchdog is not None and warm.pid:  # its first process: the whole container
+            self.watchdog.guard(attempt.key, warm.pid, group=False)
         try:
             ended, clean = await self._exec(warm, cwd, attempt, logs, stop, on_start)
         finally:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from o11n.errors import BadRequest
+from o11n.worker.slots import hand_over as give_to
 
 DEFAULT_UIDS = range(2_100_000, 2_101_000)  # far above any real user's uid
 SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")  # each a fresh empty tmpfs inside, 1777
@@ -85,10 +86,7 @@ class Sandbox:
         without capabilities, must enter it (no other uid can reach the work root)."""
         if not self.as_root:
             return
-        for _top, dirs, files, top_fd in os.fwalk(cwd, follow_symlinks=False):
-            for name in dirs + files:
-                os.chown(name, uid, uid, dir_fd=top_fd, follow_symlinks=False)
-        os.chown(cwd, uid, uid, follow_symlinks=False)
+        give_to(cwd, uid, uid)
         for folder in (run_dir, *run_dir.parents):
             if not folder.is_relative_to(cwd):
                 break

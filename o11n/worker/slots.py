@@ -47,10 +47,10 @@ def hand_over(folder: Path, uid: int, gid: int) -> None:
     while no process can reach the folder, so nothing can be swapped meanwhile."""
     if os.geteuid() != 0 or (uid, gid) == (os.getuid(), os.getgid()):
         return  # a worker that is not root runs its container jobs as itself
-    os.lchown(folder, uid, gid)
-    for parent, dirs, files in os.walk(folder):
+    for _parent, dirs, files, parent_fd in os.fwalk(folder, follow_symlinks=False):
         for name in dirs + files:
-            os.lchown(os.path.join(parent, name), uid, gid)
+            os.chown(name, uid, gid, dir_fd=parent_fd, follow_symlinks=False)
+    os.lchown(folder, uid, gid)
 
 
 class KeepAlive:
