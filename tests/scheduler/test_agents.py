@@ -159,6 +159,7 @@ def test_the_cli_sets_attributes_and_prints_offers(
         "DISK",
         "GPUS",
         "CITY",
+        "SANDBOX",
         "PORTS",
     ]
     assert offers[1].split()[1:3] == ["127.0.0.2", "w1"] and "shenzhen" in offers[1]
