@@ -215,3 +215,19 @@ def test_a_sandboxed_job_has_no_network_unless_it_asks(
         assert wait_final(client, opened).state == "succeeded"
         assert log_text(client, closed).endswith("unreachable\n")
         assert log_text(client, opened).endswith("reached\n")
+
+
+def test_a_sandboxed_job_and_all_it_started_die_with_a_killed_worker(
+    start_server: StartServer, start_worker: StartWorker
+) -> None:
+    """kill -9 of the worker: the job and the children it hid in the background (in a
+    session of their own, out of its process group) are gone within seconds."""
+    server = start_server()
+    worker = start_worker(server, "w1")
+    script = "setsid sleep 301 & (trap '' HUP TERM; sleep 302) & echo started; sleep 303"
+    with Client(server.url, server.token) as client:
+        job_id = client.submit({"command": script})
+        wait_for(lambda: log_text(client, job_id) == "started\n", 30, "the job started")
+    assert len(worker.job_processes(job_id)) >= 3
+    worker.kill()
+    wait_for(lambda: not worker.job_processes(job_id), 5, "the job's processes ended")
