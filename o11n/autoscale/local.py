@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from o11n.core.capacity import Instance, InstanceType, Launch, started
+from o11n.scheduler.auth import write_token
 from o11n.worker.host import dies_with_parent
 
 STOP_GRACE_S = 30.0
@@ -47,9 +48,7 @@ class LocalProvider:
         folder.mkdir(parents=True, exist_ok=True)
         tags = [f"--tag={k}={v}" for k, v in (*kind.tags, *launch.tags)]
         token_file = folder / "token"  # kept out of the worker's argv and environment
-        token_file.unlink(missing_ok=True)
-        with os.fdopen(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-            f.write(self.token)
+        write_token(token_file, self.token)
         argv = [
             *DRAIN_WITH_US,
             *(sys.executable, "-m", "o11n", "worker", "--server", self.server_url),

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import typer
 
+from o11n.scheduler.auth import write_token
 from o11n.scheduler.server import DEFAULT_PORT, data_dir_default, lock_down
 from o11n.worker import host
 
@@ -147,9 +148,7 @@ def _start_workers(
         name = f"{base}-{i}"
         token_file = tokens / name  # kept: the worker's name is bound to its token
         if not token_file.exists():
-            fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(_worker_token(url, token))
+            write_token(token_file, _worker_token(url, token))
         args = ["worker", "--server", url, "--name", name, "--token-file", str(token_file)]
         args += ["--cpus", "1", "--memory", str(memory), "--drain-timeout", str(drain_timeout)]
         args += ["--workdir", str(data_dir / "work" / name)]

@@ -87,10 +87,16 @@ def admin_token(data_dir: Path) -> str:
         return path.read_text().strip()
     data_dir.mkdir(parents=True, exist_ok=True)
     token = new_token(ADMIN)
+    write_token(path, token)
+    return token
+
+
+def write_token(path: Path, token: str) -> None:
+    """Write a token to a new file only its owner can read (an old one is replaced)."""
+    path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(token + "\n")
-    return token
 
 
 class TokenBook:

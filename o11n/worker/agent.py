@@ -29,7 +29,7 @@ from o11n.worker.files import Files
 from o11n.worker.logs import LogShipper
 from o11n.worker.reports import Reporter
 from o11n.worker.sandbox import DEFAULT_UIDS, Sandbox
-from o11n.worker.watchdog import Watchdog
+from o11n.worker.watchdog import Watchdog, attempt_key
 
 log = logging.getLogger(__name__)
 MAX_JOBS_PER_POLL = 64
@@ -75,8 +75,8 @@ class Running:
 
     @property
     def key(self) -> str:
-        """The attempt's name for the watchdog: `JOB.ATTEMPT`."""
-        return f"{self.job_id}.{self.attempt}"
+        """The attempt's name for the watchdog."""
+        return attempt_key(self.job_id, self.attempt)
 
     def halt(self, reason: str) -> None:
         """Stop the attempt's command (SIGTERM, then SIGKILL after the grace period)."""
@@ -264,7 +264,7 @@ class Agent:
             for r in self.running.values()
         ]
         body = {"attempts": held, "wait": wait, "draining": draining}
-        keys = [r.key for r in self.running.values()]
+        keys = {r.key for r in self.running.values()}
         sent = time.monotonic()
         answer = await self.api.call(
             f"/api/v1/workers/{self.config.name}/heartbeat", body, wait=wait

@@ -28,7 +28,7 @@ from o11n.core.services import task_env, task_ports
 from o11n.errors import BadRequest, O11nError
 from o11n.worker.host import dies_with_parent
 from o11n.worker.sandbox import Sandbox
-from o11n.worker.watchdog import Watchdog
+from o11n.worker.watchdog import Watchdog, attempt_key
 
 READ_SIZE = 64 * 1024
 DEATH_GUARD = dies_with_parent("KILL")
@@ -46,8 +46,8 @@ class Attempt:
 
     @property
     def key(self) -> str:
-        """The attempt's name for the watchdog: `JOB.ATTEMPT`."""
-        return f"{self.job_id}.{self.number}"
+        """The attempt's name for the watchdog."""
+        return attempt_key(self.job_id, self.number)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,14 @@
 """The process sandbox: each attempt as an unprivileged uid in its own namespaces.
 
-A process job runs under `setpriv` (a uid of its own from the worker's range,
-no supplementary groups, no new privileges, killed when the worker dies) and
-bubblewrap (`bwrap`: its own user, pid, ipc and mount namespaces, and network
-namespace unless the job asks for the network). Inside, the host's root is
-read-only, `/tmp`, `/dev/shm` and `/run` are private, the worker's work root is
-hidden behind an empty tmpfs with only the attempt's own folder bound back in
-writable, and `/proc` shows the attempt's processes only: a job cannot see the
-worker (its token), another attempt, or the worker's blob cache.
+A process job runs under bubblewrap (`bwrap`: its own pid, ipc, uts and mount
+namespaces, and network namespace unless the job asks for the network; killed
+when the worker dies), then `setpriv` makes it a uid of its own from the
+worker's range, with no supplementary groups and no capabilities (bwrap sets no
+new privileges). Inside, the host's root is read-only, `/tmp`, `/var/tmp`,
+`/dev/shm` and `/run` are private, the worker's work root is hidden behind an
+empty tmpfs with only the attempt's own folder bound back in writable, and
+`/proc` shows the attempt's processes only: a job cannot see the worker (its
+token), another attempt, or the worker's blob cache.
 
 bubblewrap is chosen over a hand-made `unshare` because it is small, packaged
 everywhere, needs no setuid bit where user namespaces are enabled, and sets up
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from o11n.errors import BadRequest
+from o11n.worker.host import dies_with_parent
 from o11n.worker.slots import hand_over as give_to
 
 DEFAULT_UIDS = range(2_100_000, 2_101_000)  # far above any real user's uid
@@ -101,7 +103,7 @@ class Sandbox:
     ) -> list[str]:
         """`command` as `uid` in fresh namespaces, `cwd` its only writable folder."""
         assert self.bwrap is not None and self.setpriv is not None
-        box = [self.setpriv, "--pdeathsig", "KILL", "--", self.bwrap]
+        box = [*dies_with_parent("KILL"), self.bwrap]
         box += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent"]
         if not network:
             box.append("--unshare-net")

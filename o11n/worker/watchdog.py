@@ -32,6 +32,11 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 
+def attempt_key(job_id: int, attempt: int) -> str:
+    """An attempt's name for the watchdog: `JOB.ATTEMPT`."""
+    return f"{job_id}.{attempt}"
+
+
 @dataclass
 class Guarded:
     """What the watchdog knows of one attempt."""
